@@ -1,0 +1,179 @@
+#pragma once
+/// \file
+/// BERT encoder (Devlin et al. 2019) in LibTorch with Hugging Face parameter names, any shape.
+///
+/// Parameter names match `transformers`' BertForSequenceClassification exactly
+/// (`bert.encoder.layer.3.attention.self.query.weight`, `classifier.bias`, ...) so checkpoints move
+/// between condense and Hugging Face without a renaming table. The forward pass can return every
+/// hidden state and every attention map because intermediate-layer distillation needs them.
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace condense::nn {
+
+/// The fields of a Hugging Face BERT `config.json` that shape the model.
+struct BertConfig {
+  int64_t vocab_size = 30522;
+  int64_t hidden_size = 768;
+  int64_t num_hidden_layers = 12;
+  int64_t num_attention_heads = 12;
+  int64_t intermediate_size = 3072;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  int64_t pad_token_id = 0;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  double layer_norm_eps = 1e-12;
+  double initializer_range = 0.02;
+  /// "gelu" (erf), "gelu_new"/"gelu_pytorch_tanh" (tanh approximation), "relu", "silu".
+  std::string hidden_act = "gelu";
+  /// Outputs of the classification head; 1 means regression (STS-B).
+  int64_t num_labels = 2;
+  /// Everything else in the file, kept so that a round trip does not lose fields.
+  nlohmann::json extra = nlohmann::json::object();
+
+  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  /// Throws condense::Error naming `source` and the field when values are inconsistent.
+  void validate(const std::string& source) const;
+  static BertConfig from_json(const nlohmann::json& j, const std::string& source);
+  static BertConfig load(const std::filesystem::path& config_json);
+  /// A Hugging Face config for BertForSequenceClassification.
+  nlohmann::json to_json() const;
+};
+
+/// What a forward pass returns. hidden_states[0] is the embedding output, hidden_states[i] the
+/// output of layer i; attentions[i] is layer i's softmax attention, [batch, heads, seq, seq].
+struct BertOutput {
+  torch::Tensor logits;
+  torch::Tensor pooled;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+};
+
+/// Which intermediate tensors forward() keeps.
+struct ForwardOptions {
+  bool hidden_states = false;
+  bool attentions = false;
+  ForwardOptions& with_hidden_states(bool v = true) { hidden_states = v; return *this; }
+  ForwardOptions& with_attentions(bool v = true) { attentions = v; return *this; }
+};
+
+class BertEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit BertEmbeddingsImpl(const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
+  torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(BertEmbeddings);
+
+class BertSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit BertSelfAttentionImpl(const BertConfig& c);
+  /// additive_mask: [batch, 1, 1, seq], 0 for tokens and a large negative number for padding.
+  /// When probs_out is non-null it receives the attention probabilities.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  int64_t heads = 0, head_dim = 0;
+  double dropout_p = 0;
+};
+TORCH_MODULE(BertSelfAttention);
+
+/// `attention.output` and `output` in Hugging Face: dense, dropout, residual, LayerNorm.
+class BertResidualOutputImpl : public torch::nn::Module {
+ public:
+  BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual);
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(BertResidualOutput);
+
+class BertAttentionImpl : public torch::nn::Module {
+ public:
+  explicit BertAttentionImpl(const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  BertSelfAttention self{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertAttention);
+
+class BertIntermediateImpl : public torch::nn::Module {
+ public:
+  explicit BertIntermediateImpl(const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear dense{nullptr};
+  std::string act;
+};
+TORCH_MODULE(BertIntermediate);
+
+class BertLayerImpl : public torch::nn::Module {
+ public:
+  explicit BertLayerImpl(const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  BertAttention attention{nullptr};
+  BertIntermediate intermediate{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertLayer);
+
+class BertEncoderImpl : public torch::nn::Module {
+ public:
+  explicit BertEncoderImpl(const BertConfig& c);
+  torch::nn::ModuleList layer{nullptr};
+};
+TORCH_MODULE(BertEncoder);
+
+class BertPoolerImpl : public torch::nn::Module {
+ public:
+  explicit BertPoolerImpl(const BertConfig& c);
+  /// tanh(dense(hidden[:, 0])): the [CLS] summary the classifier reads.
+  torch::Tensor forward(const torch::Tensor& hidden);
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(BertPooler);
+
+/// The encoder without a head (`BertModel` in Hugging Face).
+class BertModelImpl : public torch::nn::Module {
+ public:
+  explicit BertModelImpl(const BertConfig& c);
+  BertEmbeddings embeddings{nullptr};
+  BertEncoder encoder{nullptr};
+  BertPooler pooler{nullptr};
+};
+TORCH_MODULE(BertModel);
+
+/// BertModel plus the sequence-classification (or regression) head: pooler (tanh dense on
+/// [CLS]), dropout, linear classifier. Registered under `bert.` and `classifier.` like HF's
+/// BertForSequenceClassification.
+class BertClassifierImpl : public torch::nn::Module {
+ public:
+  explicit BertClassifierImpl(BertConfig c);
+  /// input_ids, token_type_ids, attention_mask: int64 [batch, seq]; mask 1 = token, 0 = padding.
+  BertOutput forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                     const torch::Tensor& attention_mask, ForwardOptions options = {});
+  /// Hugging Face's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
+  void reset_parameters();
+  const BertConfig& config() const { return config_; }
+  /// Layer i of the encoder.
+  BertLayer layer(int64_t i) const;
+  int64_t num_parameters() const;
+
+  BertModel bert{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+  torch::nn::Linear classifier{nullptr};
+
+ private:
+  BertConfig config_;
+};
+TORCH_MODULE(BertClassifier);
+
+}  // namespace condense::nn

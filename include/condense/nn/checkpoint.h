@@ -1,0 +1,53 @@
+#pragma once
+/// \file
+/// Hugging Face checkpoint folders (config.json, model.safetensors, vocab.txt) in and out.
+///
+/// Loading accepts both BertModel names (`encoder.layer.0...`, as all-MiniLM-L6-v2 ships) and
+/// BertForSequenceClassification names (`bert.encoder.layer.0...`). Every tensor the config
+/// requires must be present with the right shape; the pooler and classifier may be absent
+/// (a fresh head is initialised, as `transformers` does, and reported).
+/// Saving writes the whole folder under a temporary name and renames it into place, so a crash
+/// never leaves a half-written checkpoint.
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "condense/nn/bert.h"
+
+namespace condense::nn {
+
+/// What a load did beyond copying tensors one to one.
+struct LoadReport {
+  /// Model parameters the file lacked, freshly initialised (e.g. `classifier.weight`).
+  std::vector<std::string> initialized;
+  /// File tensors the model does not use (e.g. `embeddings.position_ids`, an MLM head).
+  std::vector<std::string> unused;
+};
+
+/// Loads `dir`/config.json and `dir`/model.safetensors. `num_labels` overrides the config's
+/// (a new task head); a head whose shape then differs from the file's is re-initialised.
+BertClassifier load_classifier(const std::filesystem::path& dir, std::optional<int64_t> num_labels = std::nullopt,
+                               LoadReport* report = nullptr);
+
+/// Copies tensors from a safetensors file into `model` with the checks above.
+void load_weights(BertClassifier& model, const std::filesystem::path& safetensors_file, LoadReport* report = nullptr);
+
+/// Writes model.safetensors and config.json, and copies the tokenizer files (vocab.txt,
+/// tokenizer_config.json, tokenizer.json, special_tokens_map.json) found in `tokenizer_dir`.
+/// `metadata` goes into the safetensors header; `extra_files` (name -> contents, e.g. metrics.json)
+/// are written beside the model inside the same atomic publish.
+void save_pretrained(BertClassifier& model, const std::filesystem::path& dir,
+                     const std::filesystem::path& tokenizer_dir,
+                     const std::map<std::string, std::string>& metadata = {},
+                     const std::map<std::string, std::string>& extra_files = {});
+
+/// Replaces directory `final_dir` by `staging_dir` (both on one file system) in two renames.
+void publish_directory(const std::filesystem::path& staging_dir, const std::filesystem::path& final_dir);
+
+/// Bytes of model.safetensors in `dir` (the size on disk users compare).
+std::uintmax_t checkpoint_bytes(const std::filesystem::path& dir);
+
+}  // namespace condense::nn

@@ -1,0 +1,300 @@
+#include "condense/nn/bert.h"
+
+#include <cmath>
+
+#include "condense/core/error.h"
+#include "condense/core/file.h"
+
+namespace condense::nn {
+
+namespace {
+
+template <typename T>
+T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  try {
+    return j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
+  }
+}
+
+torch::Tensor activation(const torch::Tensor& x, const std::string& act) {
+  if (act == "gelu") return torch::gelu(x);
+  if (act == "gelu_new" || act == "gelu_pytorch_tanh") return torch::gelu(x, "tanh");
+  if (act == "relu") return torch::relu(x);
+  if (act == "silu" || act == "swish") return torch::silu(x);
+  fail("unsupported hidden_act '{}'", act);
+}
+
+}  // namespace
+
+void BertConfig::validate(const std::string& source) const {
+  auto positive = [&](int64_t v, const char* field) {
+    CONDENSE_CHECK(v > 0, "{}: field '{}' must be positive, found {}", source, field, v);
+  };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(intermediate_size, "intermediate_size");
+  positive(max_position_embeddings, "max_position_embeddings");
+  positive(type_vocab_size, "type_vocab_size");
+  positive(num_labels, "num_labels");
+  CONDENSE_CHECK(hidden_size % num_attention_heads == 0,
+                 "{}: field 'hidden_size' ({}) must be a multiple of num_attention_heads ({})", source, hidden_size,
+                 num_attention_heads);
+  CONDENSE_CHECK(hidden_dropout_prob >= 0 && hidden_dropout_prob < 1, "{}: field 'hidden_dropout_prob' must be in [0,1)",
+                 source);
+  CONDENSE_CHECK(attention_probs_dropout_prob >= 0 && attention_probs_dropout_prob < 1,
+                 "{}: field 'attention_probs_dropout_prob' must be in [0,1)", source);
+  CONDENSE_CHECK(layer_norm_eps > 0, "{}: field 'layer_norm_eps' must be positive", source);
+  static const char* kActs[] = {"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish"};
+  bool known = false;
+  for (auto a : kActs) known |= hidden_act == a;
+  CONDENSE_CHECK(known, "{}: field 'hidden_act' is '{}', expected one of gelu, gelu_new, relu, silu", source,
+                 hidden_act);
+}
+
+BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  CONDENSE_CHECK(j.is_object(), "{}: expected a JSON object", source);
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    auto t = j["model_type"].get<std::string>();
+    CONDENSE_CHECK(t == "bert", "{}: field 'model_type' is '{}', only 'bert' is supported", source, t);
+  }
+  BertConfig c;
+  c.vocab_size = get_or<int64_t>(j, "vocab_size", c.vocab_size, source);
+  c.hidden_size = get_or<int64_t>(j, "hidden_size", c.hidden_size, source);
+  c.num_hidden_layers = get_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, source);
+  c.num_attention_heads = get_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, source);
+  c.intermediate_size = get_or<int64_t>(j, "intermediate_size", c.intermediate_size, source);
+  c.max_position_embeddings = get_or<int64_t>(j, "max_position_embeddings", c.max_position_embeddings, source);
+  c.type_vocab_size = get_or<int64_t>(j, "type_vocab_size", c.type_vocab_size, source);
+  c.pad_token_id = get_or<int64_t>(j, "pad_token_id", c.pad_token_id, source);
+  c.hidden_dropout_prob = get_or<double>(j, "hidden_dropout_prob", c.hidden_dropout_prob, source);
+  c.attention_probs_dropout_prob =
+      get_or<double>(j, "attention_probs_dropout_prob", c.attention_probs_dropout_prob, source);
+  c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
+  c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, source);
+  c.hidden_act = get_or<std::string>(j, "hidden_act", c.hidden_act, source);
+  if (j.contains("position_embedding_type") && j["position_embedding_type"].is_string()) {
+    auto p = j["position_embedding_type"].get<std::string>();
+    CONDENSE_CHECK(p == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported",
+                   source, p);
+  }
+  if (j.contains("num_labels")) {
+    c.num_labels = get_or<int64_t>(j, "num_labels", c.num_labels, source);
+  } else if (j.contains("id2label") && j["id2label"].is_object()) {
+    c.num_labels = static_cast<int64_t>(j["id2label"].size());
+  }
+  if (get_or<std::string>(j, "problem_type", "", source) == "regression") c.num_labels = 1;
+  c.extra = j;
+  c.validate(source);
+  return c;
+}
+
+BertConfig BertConfig::load(const std::filesystem::path& config_json) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(config_json));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", config_json.string(), e.what());
+  }
+  return from_json(j, config_json.string());
+}
+
+nlohmann::json BertConfig::to_json() const {
+  nlohmann::json j = extra.is_object() ? extra : nlohmann::json::object();
+  j.erase("_name_or_path");
+  j["model_type"] = "bert";
+  j["architectures"] = {"BertForSequenceClassification"};
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["intermediate_size"] = intermediate_size;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["type_vocab_size"] = type_vocab_size;
+  j["pad_token_id"] = pad_token_id;
+  j["hidden_dropout_prob"] = hidden_dropout_prob;
+  j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
+  j["layer_norm_eps"] = layer_norm_eps;
+  j["initializer_range"] = initializer_range;
+  j["hidden_act"] = hidden_act;
+  j["position_embedding_type"] = "absolute";
+  j["num_labels"] = num_labels;
+  nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
+  for (int64_t i = 0; i < num_labels; ++i) {
+    id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
+    label2id["LABEL_" + std::to_string(i)] = i;
+  }
+  j["id2label"] = id2label;
+  j["label2id"] = label2id;
+  j["problem_type"] = num_labels == 1 ? "regression" : "single_label_classification";
+  return j;
+}
+
+BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) {
+  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  position_embeddings =
+      register_module("position_embeddings", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
+  token_type_embeddings =
+      register_module("token_type_embeddings", torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
+  LayerNorm = register_module(
+      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+}
+
+torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
+  const int64_t seq = input_ids.size(1);
+  CONDENSE_CHECK(seq <= position_embeddings->weight.size(0),
+                 "sequence length {} exceeds max_position_embeddings {}", seq, position_embeddings->weight.size(0));
+  auto positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
+  auto x = word_embeddings(input_ids) + position_embeddings(positions) + token_type_embeddings(token_type_ids);
+  return dropout(LayerNorm(x));
+}
+
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
+    : heads(c.num_attention_heads), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
+  query = register_module("query", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  key = register_module("key", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  value = register_module("value", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
+}
+
+torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
+                                             torch::Tensor* probs_out) {
+  const int64_t b = x.size(0), s = x.size(1);
+  auto split = [&](const torch::Tensor& t) { return t.view({b, s, heads, head_dim}).transpose(1, 2); };
+  auto q = split(query(x)), k = split(key(x)), v = split(value(x));
+  torch::Tensor context;
+  if (probs_out == nullptr) {
+    // The fused kernel is faster and needs less memory; it is used whenever the caller does not
+    // ask for the attention probabilities.
+    context = at::scaled_dot_product_attention(q, k, v, additive_mask, is_training() ? dropout_p : 0.0);
+  } else {
+    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim)) + additive_mask;
+    auto probs = torch::softmax(scores, -1);
+    *probs_out = probs;
+    context = torch::matmul(dropout(probs), v);
+  }
+  return context.transpose(1, 2).reshape({b, s, heads * head_dim});
+}
+
+BertResidualOutputImpl::BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(in, out));
+  LayerNorm =
+      register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out}).eps(c.layer_norm_eps)));
+  dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
+}
+
+torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
+  return LayerNorm(dropout(dense(x)) + residual);
+}
+
+BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
+  self = register_module("self", BertSelfAttention(c));
+  output = register_module("output", BertResidualOutput(c.hidden_size, c.hidden_size, c));
+}
+
+torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
+                                         torch::Tensor* probs_out) {
+  return output(self(x, additive_mask, probs_out), x);
+}
+
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+}
+
+torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) { return activation(dense(x), act); }
+
+BertLayerImpl::BertLayerImpl(const BertConfig& c) {
+  attention = register_module("attention", BertAttention(c));
+  intermediate = register_module("intermediate", BertIntermediate(c));
+  output = register_module("output", BertResidualOutput(c.intermediate_size, c.hidden_size, c));
+}
+
+torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
+                                     torch::Tensor* probs_out) {
+  auto a = attention(x, additive_mask, probs_out);
+  return output(intermediate(a), a);
+}
+
+BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {
+  layer = register_module("layer", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(BertLayer(c));
+}
+
+BertPoolerImpl::BertPoolerImpl(const BertConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+}
+
+torch::Tensor BertPoolerImpl::forward(const torch::Tensor& hidden) {
+  return torch::tanh(dense(hidden.select(1, 0)));
+}
+
+BertModelImpl::BertModelImpl(const BertConfig& c) {
+  embeddings = register_module("embeddings", BertEmbeddings(c));
+  encoder = register_module("encoder", BertEncoder(c));
+  pooler = register_module("pooler", BertPooler(c));
+}
+
+BertClassifierImpl::BertClassifierImpl(BertConfig c) : config_(std::move(c)) {
+  config_.validate("model config");
+  bert = register_module("bert", BertModel(config_));
+  dropout = register_module("dropout", torch::nn::Dropout(config_.hidden_dropout_prob));
+  classifier = register_module("classifier", torch::nn::Linear(config_.hidden_size, config_.num_labels));
+  reset_parameters();
+}
+
+BertLayer BertClassifierImpl::layer(int64_t i) const {
+  return bert->encoder->layer->ptr<BertLayerImpl>(i);
+}
+
+void BertClassifierImpl::reset_parameters() {
+  torch::NoGradGuard guard;
+  const double std = config_.initializer_range;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* lin = m->as<torch::nn::Linear>()) {
+      lin->weight.normal_(0, std);
+      if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* emb = m->as<torch::nn::Embedding>()) {
+      emb->weight.normal_(0, std);
+    } else if (auto* ln = m->as<torch::nn::LayerNorm>()) {
+      ln->weight.fill_(1);
+      ln->bias.zero_();
+    }
+  }
+  // HF zeroes the padding row of the word embeddings (nn.Embedding padding_idx).
+  if (config_.pad_token_id >= 0 && config_.pad_token_id < config_.vocab_size) {
+    bert->embeddings->word_embeddings->weight[config_.pad_token_id].zero_();
+  }
+}
+
+int64_t BertClassifierImpl::num_parameters() const {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                                       const torch::Tensor& attention_mask, ForwardOptions options) {
+  CONDENSE_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], found {} dims", input_ids.dim());
+  BertOutput out;
+  auto x = bert->embeddings(input_ids, token_type_ids);
+  // Padding keys get the most negative float so that softmax gives them zero weight, as in HF.
+  auto additive_mask = (1.0 - attention_mask.to(x.dtype()).unsqueeze(1).unsqueeze(2)) *
+                       std::numeric_limits<float>::lowest();
+  if (options.hidden_states) out.hidden_states.push_back(x);
+  for (const auto& m : *bert->encoder->layer) {
+    torch::Tensor probs;
+    x = m->as<BertLayerImpl>()->forward(x, additive_mask, options.attentions ? &probs : nullptr);
+    if (options.hidden_states) out.hidden_states.push_back(x);
+    if (options.attentions) out.attentions.push_back(probs);
+  }
+  out.pooled = bert->pooler(x);
+  out.logits = classifier(dropout(out.pooled));
+  return out;
+}
+
+}  // namespace condense::nn

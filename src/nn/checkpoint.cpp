@@ -1,0 +1,180 @@
+#include "condense/nn/checkpoint.h"
+
+#include <unistd.h>
+
+#include <map>
+#include <set>
+
+#include "condense/core/error.h"
+#include "condense/core/file.h"
+#include "condense/io/safetensors.h"
+
+namespace condense::nn {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+torch::ScalarType to_torch(io::DType d, const std::string& where) {
+  switch (d) {
+    case io::DType::F64: return torch::kFloat64;
+    case io::DType::F32: return torch::kFloat32;
+    case io::DType::F16: return torch::kFloat16;
+    case io::DType::BF16: return torch::kBFloat16;
+    case io::DType::I64: return torch::kInt64;
+    case io::DType::I32: return torch::kInt32;
+    case io::DType::I16: return torch::kInt16;
+    case io::DType::I8: return torch::kInt8;
+    case io::DType::U8: return torch::kUInt8;
+    case io::DType::BOOL: return torch::kBool;
+    default: fail("{}: dtype {} is not supported for model weights", where, io::dtype_name(d));
+  }
+}
+
+io::DType from_torch(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat64: return io::DType::F64;
+    case torch::kFloat32: return io::DType::F32;
+    case torch::kFloat16: return io::DType::F16;
+    case torch::kBFloat16: return io::DType::BF16;
+    case torch::kInt64: return io::DType::I64;
+    case torch::kInt32: return io::DType::I32;
+    case torch::kInt8: return io::DType::I8;
+    case torch::kUInt8: return io::DType::U8;
+    default: fail("cannot store tensors of type {} in safetensors", c10::toString(t));
+  }
+}
+
+std::string shape_str(c10::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ",")); }
+
+// Tensors a BERT encoder of this config cannot run without.
+bool is_required(const std::string& name) {
+  return name.rfind("bert.embeddings.", 0) == 0 || name.rfind("bert.encoder.", 0) == 0;
+}
+
+}  // namespace
+
+void load_weights(BertClassifier& model, const fs::path& file, LoadReport* report) {
+  auto st = io::SafetensorsFile::open(file);
+  const std::string src = file.string();
+  const auto& cfg = model->config();
+  // A file carries either bare BertModel names or `bert.`-prefixed ones; decide once.
+  const bool prefixed = st.find("bert.embeddings.word_embeddings.weight") != nullptr;
+  std::set<std::string> used;
+  LoadReport local;
+  torch::NoGradGuard guard;
+  for (auto& item : model->named_parameters()) {
+    const std::string& name = item.key();
+    std::string file_name = name;
+    if (!prefixed && name.rfind("bert.", 0) == 0) file_name = name.substr(5);
+    const io::TensorView* view = st.find(file_name);
+    if (view == nullptr) {
+      CONDENSE_CHECK(!is_required(name),
+                     "{}: tensor '{}' required by the config (num_hidden_layers={}, hidden_size={}) is missing", src,
+                     file_name, cfg.num_hidden_layers, cfg.hidden_size);
+      local.initialized.push_back(name);
+      continue;
+    }
+    std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
+    auto& param = item.value();
+    if (c10::IntArrayRef(shape) != param.sizes()) {
+      // A task head of another width is replaced, as `transformers` does with ignore_mismatched_sizes.
+      CONDENSE_CHECK(name.rfind("classifier.", 0) == 0,
+                     "{}: tensor '{}' has shape {} but the config (hidden_size={}, intermediate_size={}, "
+                     "vocab_size={}) needs {}",
+                     src, file_name, shape_str(shape), cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size,
+                     shape_str(param.sizes()));
+      local.initialized.push_back(name);
+      used.insert(file_name);
+      continue;
+    }
+    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + file_name));
+    param.copy_(t.to(param.dtype()));
+    CONDENSE_CHECK(torch::isfinite(param).all().item<bool>(), "{}: tensor '{}' contains NaN or Inf", src, file_name);
+    used.insert(file_name);
+  }
+  for (const auto& v : st.tensors()) {
+    if (used.count(v.name)) continue;
+    // Layers beyond the config mean config and weights disagree; anything else is reported.
+    const std::string bare = v.name.rfind("bert.", 0) == 0 ? v.name.substr(5) : v.name;
+    CONDENSE_CHECK(bare.rfind("encoder.layer.", 0) != 0,
+                   "{}: tensor '{}' does not belong to a model with num_hidden_layers={} (config and weights disagree)",
+                   src, v.name, cfg.num_hidden_layers);
+    local.unused.push_back(v.name);
+  }
+  if (report) *report = std::move(local);
+}
+
+BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_labels, LoadReport* report) {
+  CONDENSE_CHECK(fs::is_directory(dir), "{}: not a model directory", dir.string());
+  auto cfg = BertConfig::load(dir / "config.json");
+  if (num_labels) {
+    CONDENSE_CHECK(*num_labels > 0, "num_labels must be positive, found {}", *num_labels);
+    cfg.num_labels = *num_labels;
+  }
+  BertClassifier model(cfg);
+  load_weights(model, dir / "model.safetensors", report);
+  return model;
+}
+
+void publish_directory(const fs::path& staging, const fs::path& final_dir) {
+  fs::path old;
+  if (fs::exists(final_dir)) {
+    old = final_dir;
+    old += ".old." + std::to_string(::getpid());
+    fs::rename(final_dir, old);
+  }
+  std::error_code ec;
+  fs::rename(staging, final_dir, ec);
+  if (ec) {
+    if (!old.empty()) fs::rename(old, final_dir);
+    fail("{}: cannot publish directory ({})", final_dir.string(), ec.message());
+  }
+  if (!old.empty()) fs::remove_all(old);
+}
+
+void save_pretrained(BertClassifier& model, const fs::path& dir, const fs::path& tokenizer_dir,
+                     const std::map<std::string, std::string>& metadata,
+                     const std::map<std::string, std::string>& extra_files) {
+  fs::path staging = dir;
+  staging += ".partial." + std::to_string(::getpid());
+  fs::remove_all(staging);
+  ensure_directory(staging);
+  try {
+    std::vector<torch::Tensor> keep;
+    std::vector<io::TensorToWrite> out;
+    for (const auto& item : model->named_parameters()) {
+      auto t = item.value().detach().contiguous();
+      keep.push_back(t);
+      out.push_back({item.key(), from_torch(t.scalar_type()),
+                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(), t.nbytes()});
+    }
+    for (const auto& item : model->named_buffers()) {
+      auto t = item.value().detach().contiguous();
+      keep.push_back(t);
+      out.push_back({item.key(), from_torch(t.scalar_type()),
+                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(), t.nbytes()});
+    }
+    auto meta = metadata;
+    meta.emplace("format", "pt");
+    io::write_safetensors(staging / "model.safetensors", out, meta);
+    write_file_atomic(staging / "config.json", model->config().to_json().dump(2) + "\n");
+    for (const char* f : {"vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"}) {
+      if (!tokenizer_dir.empty() && fs::exists(tokenizer_dir / f)) write_file_atomic(staging / f, read_file(tokenizer_dir / f));
+    }
+    for (const auto& [name, contents] : extra_files) write_file_atomic(staging / name, contents);
+    publish_directory(staging, dir);
+  } catch (...) {
+    fs::remove_all(staging);
+    throw;
+  }
+}
+
+std::uintmax_t checkpoint_bytes(const fs::path& dir) {
+  std::error_code ec;
+  auto n = fs::file_size(dir / "model.safetensors", ec);
+  CONDENSE_CHECK(!ec, "{}: cannot read size ({})", (dir / "model.safetensors").string(), ec.message());
+  return n;
+}
+
+}  // namespace condense::nn

@@ -1,0 +1,138 @@
+#include "common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "condense/core/error.h"
+
+#ifndef CONDENSE_GIT_COMMIT
+#define CONDENSE_GIT_COMMIT "unknown"
+#endif
+
+namespace condense::cli {
+
+void TrainFlags::add_to(CLI::App& app) {
+  app.add_option("--epochs", epochs, "Passes over the training data (default 3)");
+  app.add_option("--batch-size", batch_size, "Examples per step (default 32)");
+  app.add_option("--lr", learning_rate, "Peak learning rate (default 5e-5)");
+  app.add_option("--warmup", warmup_ratio, "Fraction of steps with linear warm-up (default 0.1)");
+  app.add_option("--weight-decay", weight_decay, "AdamW weight decay (default 0.01)");
+  app.add_option("--max-grad-norm", max_grad_norm, "Gradient-norm clip, 0 = off (default 1.0)");
+  app.add_option("--seed", seed, "Seed for batch order, dropout and new weights (default 42)");
+  app.add_option("--max-length", max_length, "Tokens per example after truncation (default 128)");
+  app.add_option("--train-limit", train_limit, "Use a seeded subset of this many training examples (0 = all)");
+  app.add_option("--save-every", save_every, "Save training state every N steps (0 = never)");
+  app.add_option("--state-dir", state_dir, "Where training state is kept (default <out>.state)");
+  app.add_flag("--resume", resume, "Continue from the training state in --state-dir");
+  app.add_option("--stop-after", stop_after, "Stop after N steps, keeping the state (for interrupted runs)")
+      ->group("");
+  app.add_flag("--quiet", quiet, "No progress bar");
+}
+
+void TrainFlags::apply(train::TrainOptions& o, int& max_len, int64_t& limit) const {
+  if (epochs) o.epochs = *epochs;
+  if (batch_size) o.batch_size = *batch_size;
+  if (learning_rate) o.learning_rate = *learning_rate;
+  if (warmup_ratio) o.warmup_ratio = *warmup_ratio;
+  if (weight_decay) o.weight_decay = *weight_decay;
+  if (max_grad_norm) o.max_grad_norm = *max_grad_norm;
+  if (seed) o.seed = *seed;
+  if (save_every) o.save_every = *save_every;
+  if (stop_after) o.stop_after = *stop_after;
+  if (max_length) max_len = *max_length;
+  if (train_limit) limit = *train_limit;
+  if (!state_dir.empty()) o.state_dir = state_dir;
+  o.resume = resume;
+}
+
+void TaskFlags::add_to(CLI::App& app) {
+  app.add_option("--task", task, "GLUE task: sst2, mrpc, cola, rte, qnli, stsb (default sst2)");
+  app.add_option("--data", data, "Task folder with train.tsv/dev.tsv (default data/glue/<TASK>)");
+}
+
+data::Task TaskFlags::parsed() const { return data::parse_task(task); }
+
+std::filesystem::path TaskFlags::dir() const {
+  if (!data.empty()) return data;
+  return std::filesystem::path("data") / "glue" / data::task_info(parsed()).dir_name;
+}
+
+void add_threads_flag(CLI::App& app, int& threads) {
+  app.add_option("--threads", threads, "Intra-op threads (default: all cores)");
+}
+
+void set_threads(int threads) {
+  if (threads > 0) at::set_num_threads(threads);
+}
+
+std::function<void(const train::Progress&)> progress_bar(const std::string& label, bool quiet) {
+  if (quiet) return {};
+  const bool tty = ::isatty(STDERR_FILENO);
+  auto last_decile = std::make_shared<int64_t>(-1);
+  return [label, tty, last_decile](const train::Progress& p) {
+    const int64_t decile = p.step * 10 / std::max<int64_t>(1, p.total_steps);
+    if (!tty && decile == *last_decile && p.step != p.total_steps) return;
+    *last_decile = decile;
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(kWidth * p.step / std::max<int64_t>(1, p.total_steps));
+    std::string bar(static_cast<std::size_t>(filled), '=');
+    bar.resize(kWidth, ' ');
+    const auto eta = static_cast<int64_t>(p.eta_seconds);
+    std::fprintf(stderr, "%s%s [%s] %lld/%lld loss %.4f %.0f ex/s ETA %lldm%02llds%s", tty ? "\r" : "", label.c_str(),
+                 bar.c_str(), static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
+                 p.examples_per_second, static_cast<long long>(eta / 60), static_cast<long long>(eta % 60),
+                 tty ? "" : "\n");
+    if (tty && p.step == p.total_steps) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  };
+}
+
+data::Dataset load_split(const TaskFlags& t, const std::string& split, int64_t limit, uint64_t seed) {
+  auto d = data::read_glue_split(t.parsed(), t.dir(), split);
+  CONDENSE_CHECK(limit >= 0, "--train-limit must be >= 0, found {}", limit);
+  if (limit > 0) d = data::take_subset(d, static_cast<std::size_t>(limit), seed);
+  return d;
+}
+
+std::string build_commit() { return CONDENSE_GIT_COMMIT; }
+
+nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
+                           const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
+                           const nn::BertClassifier& model) {
+  nlohmann::json j;
+  j["command"] = command;
+  j["commit"] = build_commit();
+  j["task"] = data::task_info(dev.task).name;
+  j["train_file"] = train_set.source.string();
+  j["train_examples"] = train_set.examples.size();
+  j["dev_file"] = dev.source.string();
+  j["dev_examples"] = dev.examples.size();
+  j["dev"] = ev.metrics;
+  j["parameters"] = model->num_parameters();
+  j["layers"] = model->config().num_hidden_layers;
+  j["hidden_size"] = model->config().hidden_size;
+  j["train"] = {{"epochs", o.epochs},
+                {"batch_size", o.batch_size},
+                {"learning_rate", o.learning_rate},
+                {"warmup_ratio", o.warmup_ratio},
+                {"weight_decay", o.weight_decay},
+                {"max_grad_norm", o.max_grad_norm},
+                {"seed", o.seed},
+                {"steps", tr.steps},
+                {"resumed_from", tr.resumed_from},
+                {"mean_loss_last_epoch", tr.mean_loss_last_epoch},
+                {"examples_per_second", tr.examples_per_second},
+                {"seconds", tr.seconds},
+                {"threads", at::get_num_threads()}};
+  return j;
+}
+
+std::string human_bytes(double b) {
+  if (b >= 1e9) return fmt::format("{:.2f} GB", b / 1e9);
+  if (b >= 1e6) return fmt::format("{:.1f} MB", b / 1e6);
+  if (b >= 1e3) return fmt::format("{:.1f} kB", b / 1e3);
+  return fmt::format("{:.0f} B", b);
+}
+
+}  // namespace condense::cli

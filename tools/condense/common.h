@@ -1,0 +1,68 @@
+#pragma once
+// Shared plumbing of the subcommands: flag groups, data loading, progress display, JSON output.
+// No training or model logic lives here; it only fills library Options structs.
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "condense/core/error.h"
+#include "condense/data/glue.h"
+#include "condense/nn/bert.h"
+#include "condense/text/tokenizer.h"
+#include "condense/train/train.h"
+
+namespace condense::cli {
+
+/// Training flags; each is optional so that a recipe value is only overridden when given.
+struct TrainFlags {
+  std::optional<int64_t> epochs, batch_size, save_every, stop_after;
+  std::optional<double> learning_rate, warmup_ratio, weight_decay, max_grad_norm;
+  std::optional<uint64_t> seed;
+  std::optional<int> max_length;
+  std::optional<int64_t> train_limit;
+  std::string state_dir;
+  bool resume = false;
+  bool quiet = false;
+
+  void add_to(CLI::App& app);
+  /// Copies the given flags over `o` (and max_length/train_limit over the two ints).
+  void apply(train::TrainOptions& o, int& max_len, int64_t& limit) const;
+};
+
+/// Task and data flags shared by finetune, distill, eval and report.
+struct TaskFlags {
+  std::string task = "sst2";
+  std::string data;  ///< task folder holding train.tsv / dev.tsv; default data/glue/<TASK>
+
+  void add_to(CLI::App& app);
+  data::Task parsed() const;
+  std::filesystem::path dir() const;
+};
+
+/// --threads N (0 = all cores) applied to LibTorch's intra-op pool.
+void add_threads_flag(CLI::App& app, int& threads);
+void set_threads(int threads);
+
+/// A one-line progress bar on stderr (rewritten in place on a terminal, every 10% otherwise).
+std::function<void(const train::Progress&)> progress_bar(const std::string& label, bool quiet);
+
+/// Loads a split, optionally a seeded subset of `limit` examples (0 = all).
+data::Dataset load_split(const TaskFlags& t, const std::string& split, int64_t limit, uint64_t seed);
+
+/// The git commit this binary was built from ("unknown" outside a checkout).
+std::string build_commit();
+
+/// JSON summary of a trained model's run, stored as metrics.json beside the weights.
+nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
+                           const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
+                           const nn::BertClassifier& model);
+
+/// "12.3 MB"-style sizes.
+std::string human_bytes(double bytes);
+
+}  // namespace condense::cli

@@ -1,0 +1,105 @@
+// condense distill: distil a fine-tuned teacher into a smaller student.
+#include <memory>
+
+#include "commands.h"
+#include "common.h"
+#include "condense/distill/distill.h"
+#include "condense/nn/checkpoint.h"
+#include "condense/pipeline/recipe.h"
+
+namespace condense::cli {
+
+namespace {
+struct DistillArgs {
+  std::string teacher, out, recipe;
+  TaskFlags task;
+  TrainFlags train;
+  int threads = 0;
+  std::optional<int64_t> layers, hidden, heads, intermediate;
+  std::optional<std::string> init, loss;
+  std::vector<int64_t> init_layers;
+  std::optional<double> temperature, alpha;
+};
+
+void run(DistillArgs a, const CLI::App& sub) {
+  set_threads(a.threads);
+  pipeline::Recipe r;
+  if (!a.recipe.empty()) {
+    r = pipeline::load_recipe(a.recipe);
+    if (r.task && sub.get_option("--task")->count() == 0) a.task.task = *r.task;
+  }
+  auto& o = r.distill;
+  a.train.apply(o.train, r.max_length, r.train_limit);
+  if (a.layers) r.student.layers = *a.layers;
+  if (a.hidden) r.student.hidden_size = *a.hidden;
+  if (a.heads) r.student.num_attention_heads = *a.heads;
+  if (a.intermediate) r.student.intermediate_size = *a.intermediate;
+  if (a.init) r.student.init = *a.init;
+  if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
+  if (a.loss) o.soft_loss = distill::parse_soft_loss(*a.loss);
+  if (a.temperature) o.temperature = *a.temperature;
+  if (a.alpha) o.alpha = *a.alpha;
+  if (o.train.state_dir.empty()) o.train.state_dir = a.out + ".state";
+  o.train.on_progress = progress_bar("distill", a.train.quiet);
+  o.validate();
+
+  auto tokenizer = text::WordPieceTokenizer::from_directory(a.teacher);
+  auto train_set = load_split(a.task, "train", r.train_limit, o.train.seed);
+  auto dev = load_split(a.task, "dev", 0, o.train.seed);
+  auto teacher = nn::load_classifier(a.teacher);
+  const auto& info = data::task_info(a.task.parsed());
+  CONDENSE_CHECK(teacher->config().num_labels == info.num_labels,
+                 "{}: teacher has {} outputs but task {} needs {} (fine-tune it on the task first)", a.teacher,
+                 teacher->config().num_labels, info.name, info.num_labels);
+  auto student = distill::make_student(teacher, r.student, o.train.seed);
+  auto enc_train = train::encode(train_set, tokenizer, r.max_length);
+  auto enc_dev = train::encode(dev, tokenizer, r.max_length);
+  // The teacher runs once over the training set; every epoch reads the cache.
+  auto teacher_logits = train::predict_logits(teacher, enc_train);
+  auto tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
+  if (!tr.finished) {
+    fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
+    return;
+  }
+  auto ev = train::evaluate(student, enc_dev, dev);
+  auto summary = run_summary("distill", train_set, dev, o.train, tr, ev, student);
+  summary["teacher"] = a.teacher;
+  summary["recipe"] = a.recipe;
+  summary["max_length"] = r.max_length;
+  summary["distill"] = {{"loss", o.soft_loss == distill::SoftLoss::KL ? "kl" : "mse"},
+                        {"temperature", o.temperature},
+                        {"alpha", o.alpha},
+                        {"init", r.student.init},
+                        {"init_layers", r.student.init == "teacher"
+                                            ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
+                                            : std::vector<int64_t>{}}};
+  nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}}, {{"metrics.json", summary.dump(2) + "\n"}});
+  fmt::print("{} dev {}: {:.4f}  student {} layers, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
+             info.main_metric, ev.metrics.at("main"), student->config().num_hidden_layers, student->num_parameters(),
+             tr.examples_per_second, tr.seconds, a.out);
+}
+}  // namespace
+
+void add_distill(CLI::App& app) {
+  auto a = std::make_shared<DistillArgs>();
+  auto* sub = app.add_subcommand("distill", "Distil a fine-tuned teacher into a smaller student");
+  sub->add_option("--teacher", a->teacher, "Fine-tuned teacher folder")->required();
+  sub->add_option("--out", a->out, "Output student folder")->required();
+  sub->add_option("--recipe", a->recipe, "YAML recipe (flags given on the command line override it)");
+  a->task.add_to(*sub);
+  a->train.add_to(*sub);
+  add_threads_flag(*sub, a->threads);
+  sub->add_option("--layers", a->layers, "Student layers (default 3)");
+  sub->add_option("--hidden", a->hidden, "Student hidden size (default: teacher's)");
+  sub->add_option("--heads", a->heads, "Student attention heads (default: teacher's)");
+  sub->add_option("--intermediate", a->intermediate, "Student FFN size (default: teacher's)");
+  sub->add_option("--init", a->init, "teacher (copy layers) or scratch (default teacher)");
+  sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
+      ->delimiter(',');
+  sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
+  sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
+  sub->add_option("--alpha", a->alpha, "Weight of the soft loss; 1-alpha goes to the labels (default 0.5)");
+  sub->callback([a, sub] { run(*a, *sub); });
+}
+
+}  // namespace condense::cli

@@ -1,0 +1,75 @@
+// condense inspect: parameters by module, bytes on disk, dtypes of a checkpoint.
+#include <map>
+#include <memory>
+
+#include "commands.h"
+#include "common.h"
+#include "condense/io/safetensors.h"
+#include "condense/nn/checkpoint.h"
+
+namespace condense::cli {
+
+namespace {
+struct InspectArgs {
+  std::string model;
+  bool json = false;
+};
+
+// Groups "bert.encoder.layer.3.attention.self.query.weight" under "encoder.layer.3".
+std::string module_of(std::string name) {
+  if (name.rfind("bert.", 0) == 0) name = name.substr(5);
+  std::size_t parts = name.rfind("encoder.layer.", 0) == 0 ? 3 : 1;
+  std::size_t pos = 0;
+  for (std::size_t i = 0; i < parts && pos != std::string::npos; ++i) pos = name.find('.', pos + (i ? 1 : 0));
+  return pos == std::string::npos ? name : name.substr(0, pos);
+}
+
+void run(const InspectArgs& a) {
+  const std::filesystem::path dir(a.model);
+  auto cfg = nn::BertConfig::load(dir / "config.json");
+  auto st = io::SafetensorsFile::open(dir / "model.safetensors");
+  struct Row { int64_t params = 0; std::size_t bytes = 0; std::set<std::string> dtypes; };
+  std::map<std::string, Row> rows;
+  std::vector<std::string> order;
+  int64_t total = 0;
+  for (const auto& t : st.tensors()) {
+    auto m = module_of(t.name);
+    if (!rows.count(m)) order.push_back(m);
+    auto& r = rows[m];
+    r.params += t.numel();
+    r.bytes += t.nbytes;
+    r.dtypes.insert(std::string(io::dtype_name(t.dtype)));
+    total += t.numel();
+  }
+  const auto file_bytes = nn::checkpoint_bytes(dir);
+  if (a.json) {
+    nlohmann::json j{{"model", a.model}, {"parameters", total}, {"file_bytes", file_bytes},
+                     {"layers", cfg.num_hidden_layers}, {"hidden_size", cfg.hidden_size},
+                     {"heads", cfg.num_attention_heads}, {"intermediate_size", cfg.intermediate_size},
+                     {"vocab_size", cfg.vocab_size}, {"num_labels", cfg.num_labels}};
+    for (const auto& m : order) {
+      j["modules"].push_back({{"module", m}, {"parameters", rows[m].params}, {"bytes", rows[m].bytes},
+                              {"dtypes", std::vector<std::string>(rows[m].dtypes.begin(), rows[m].dtypes.end())}});
+    }
+    fmt::print("{}\n", j.dump(2));
+    return;
+  }
+  fmt::print("{}: BERT {} layers, hidden {}, {} heads, FFN {}, vocab {}, {} labels\n", a.model, cfg.num_hidden_layers,
+             cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, cfg.vocab_size, cfg.num_labels);
+  fmt::print("| module | parameters | bytes | dtype |\n|---|---:|---:|---|\n");
+  for (const auto& m : order) {
+    fmt::print("| {} | {} | {} | {} |\n", m, rows[m].params, rows[m].bytes, fmt::join(rows[m].dtypes, ","));
+  }
+  fmt::print("| total | {} | {} ({}) on disk | |\n", total, file_bytes, human_bytes(static_cast<double>(file_bytes)));
+}
+}  // namespace
+
+void add_inspect(CLI::App& app) {
+  auto a = std::make_shared<InspectArgs>();
+  auto* sub = app.add_subcommand("inspect", "Parameters by module, bytes on disk and dtypes of a checkpoint");
+  sub->add_option("--model", a->model, "Model folder")->required();
+  sub->add_flag("--json", a->json, "Print JSON instead of a table");
+  sub->callback([a] { run(*a); });
+}
+
+}  // namespace condense::cli
