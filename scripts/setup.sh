@@ -52,5 +52,6 @@ export CCACHE_DIR="$CACHE/ccache"
 step "building in $BUILD"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DCONDENSE_PYTHON="$PY" -DCONDENSE_TEACHER_DIR="$CONDENSE_TEACHER_DIR" >/dev/null || die "cmake configure failed"
-cmake --build "$BUILD" -j"$(nproc)" >"$BUILD/build.log" 2>&1 \
+# CONDENSE_BUILD_TARGET=condense_cli builds only the CLI (experiments); the default builds everything.
+cmake --build "$BUILD" -j"$(nproc)" ${CONDENSE_BUILD_TARGET:+--target "$CONDENSE_BUILD_TARGET"} >"$BUILD/build.log" 2>&1 \
   || { tail -40 "$BUILD/build.log" >&2; die "build failed (full log: $BUILD/build.log)"; }

@@ -104,6 +104,18 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
   CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
                  "student has {} outputs but the teacher has {}", student->config().num_labels,
                  teacher->config().num_labels);
+  if (!o.cache_teacher) {
+    teacher->eval();
+    return train::train_loop(student, train_set, o.train, [&](nn::BertClassifier& m, const train::Batch& b) {
+      torch::Tensor t;
+      {
+        torch::NoGradGuard guard;
+        t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+      }
+      auto logits = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+      return distillation_loss(logits, t, b, o);
+    });
+  }
   if (!teacher_logits.defined()) teacher_logits = train::predict_logits(teacher, train_set);
   CONDENSE_CHECK(teacher_logits.size(0) == static_cast<int64_t>(train_set.size()),
                  "teacher cache has {} rows but the training set has {} examples", teacher_logits.size(0),

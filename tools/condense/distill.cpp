@@ -1,4 +1,5 @@
 // condense distill: distil a fine-tuned teacher into a smaller student.
+#include <chrono>
 #include <memory>
 
 #include "commands.h"
@@ -19,6 +20,7 @@ struct DistillArgs {
   std::optional<std::string> init, loss;
   std::vector<int64_t> init_layers;
   std::optional<double> temperature, alpha;
+  bool no_cache = false;
 };
 
 void run(DistillArgs a, const CLI::App& sub) {
@@ -39,6 +41,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (a.loss) o.soft_loss = distill::parse_soft_loss(*a.loss);
   if (a.temperature) o.temperature = *a.temperature;
   if (a.alpha) o.alpha = *a.alpha;
+  o.cache_teacher = !a.no_cache;
   if (o.train.state_dir.empty()) o.train.state_dir = a.out + ".state";
   o.train.on_progress = progress_bar("distill", a.train.quiet);
   o.validate();
@@ -55,7 +58,9 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
   auto enc_dev = train::encode(dev, tokenizer, r.max_length);
   // The teacher runs once over the training set; every epoch reads the cache.
-  auto teacher_logits = train::predict_logits(teacher, enc_train);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto teacher_logits = o.cache_teacher ? train::predict_logits(teacher, enc_train) : torch::Tensor();
+  const double cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
   if (!tr.finished) {
     fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
@@ -69,6 +74,8 @@ void run(DistillArgs a, const CLI::App& sub) {
   summary["distill"] = {{"loss", o.soft_loss == distill::SoftLoss::KL ? "kl" : "mse"},
                         {"temperature", o.temperature},
                         {"alpha", o.alpha},
+                        {"cache_teacher", o.cache_teacher},
+                        {"teacher_cache_seconds", cache_seconds},
                         {"init", r.student.init},
                         {"init_layers", r.student.init == "teacher"
                                             ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
@@ -99,6 +106,7 @@ void add_distill(CLI::App& app) {
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
   sub->add_option("--alpha", a->alpha, "Weight of the soft loss; 1-alpha goes to the labels (default 0.5)");
+  sub->add_flag("--no-teacher-cache", a->no_cache, "Run the teacher on every batch instead of once (for timing)");
   sub->callback([a, sub] { run(*a, *sub); });
 }
 

@@ -34,11 +34,15 @@ struct DistillOptions {
   SoftLoss soft_loss = SoftLoss::KL;
   double temperature = 2.0;  ///< softens both distributions; only used by KL
   double alpha = 0.5;        ///< loss = alpha · soft + (1 − alpha) · hard-label loss
+  /// Run the teacher once and reuse its logits (default). false runs the teacher on every batch,
+  /// which only data augmentation needs; it exists to measure what caching saves.
+  bool cache_teacher = true;
   train::TrainOptions train; ///< the optimisation loop
 
   DistillOptions& with_soft_loss(SoftLoss v) { soft_loss = v; return *this; }
   DistillOptions& with_temperature(double v) { temperature = v; return *this; }
   DistillOptions& with_alpha(double v) { alpha = v; return *this; }
+  DistillOptions& with_cache_teacher(bool v) { cache_teacher = v; return *this; }
   DistillOptions& with_train(train::TrainOptions v) { train = std::move(v); return *this; }
   void validate() const;
 };
@@ -82,7 +86,7 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
 
 /// Distils `teacher` into `student` on `train_set`. `teacher_logits` is the cache
 /// ([N, num_labels], dataset order); compute it with train::predict_logits or pass an empty
-/// tensor to have it computed here.
+/// tensor to have it computed here (ignored when options.cache_teacher is false).
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& options,
                            torch::Tensor teacher_logits = {});

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Turns the metrics.json files of experiments/foundation.sh into the docs/RESULTS.md tables.
+
+Usage: python3 experiments/summarize.py OUT_DIR
+Every accuracy is mean ± sample standard deviation (n-1) over the seeds found; retention is the
+student's mean divided by the teacher's mean.
+"""
+import json, pathlib, statistics, sys
+
+ROWS = [("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
+        ("student-nokd", "3-layer student, no KD (labels only)"),
+        ("student-kd", "3-layer student, Hinton KD (T=2, α=0.5)")]
+METRICS = {"sst2": [("accuracy", "SST-2 dev acc")], "mrpc": [("f1", "MRPC dev F1"), ("accuracy", "MRPC dev acc")]}
+
+
+def ms(values):
+    m = statistics.mean(values)
+    s = statistics.stdev(values) if len(values) > 1 else 0.0
+    return m, s
+
+
+def main(out):
+    out = pathlib.Path(out)
+    for task, metrics in METRICS.items():
+        seeds = sorted(p for p in (out / task).glob("seed*") if p.is_dir())
+        if not seeds:
+            continue
+        print(f"\n### {task.upper()}\n")
+        head = "| model | layers | parameters | " + " | ".join(f"{n} (mean ± std)" for _, n in metrics) + \
+               " | retention vs teacher | seeds | train examples/s |"
+        print(head)
+        print("|---|---:|---:|" + "---:|" * len(metrics) + "---:|---|---:|")
+        teacher_mean = None
+        for key, label in ROWS:
+            runs = [json.loads((s / key / "metrics.json").read_text()) for s in seeds if (s / key / "metrics.json").exists()]
+            if not runs:
+                continue
+            cells = []
+            for name, _ in metrics:
+                m, s = ms([100 * r["dev"][name] for r in runs])
+                cells.append(f"{m:.2f} ± {s:.2f}")
+            main_m, _ = ms([100 * r["dev"][metrics[0][0]] for r in runs])
+            if key == "teacher":
+                teacher_mean = main_m
+            ret = f"{100 * main_m / teacher_mean:.1f} %" if teacher_mean else "–"
+            eps, _ = ms([r["train"]["examples_per_second"] for r in runs])
+            seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
+            print(f"| {label} | {runs[0]['layers']} | {runs[0]['parameters'] / 1e6:.1f} M | " + " | ".join(cells) +
+                  f" | {ret} | {seeds_used} | {eps:.0f} |")
+        commits = sorted({json.loads(p.read_text())["commit"] for p in (out / task).glob("seed*/*/metrics.json")})
+        print(f"\ncommit(s): {', '.join(commits)}; train examples: "
+              f"{json.loads(next((out / task).glob('seed*/teacher/metrics.json')).read_text())['train_examples']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/foundation")
