@@ -13,11 +13,13 @@
 namespace condense {
 
 std::string read_file(const std::filesystem::path& path) {
+  // An ifstream opens a directory "successfully" on Linux and then reads nothing.
+  CONDENSE_CHECK(!std::filesystem::is_directory(path), "{}: is a directory, expected a file", path.string());
   std::ifstream in(path, std::ios::binary);
   CONDENSE_CHECK(in.good(), "{}: cannot open file ({})", path.string(), std::strerror(errno));
   std::ostringstream ss;
-  ss << in.rdbuf();
-  CONDENSE_CHECK(!in.bad(), "{}: read failed", path.string());
+  if (in.peek() != std::ifstream::traits_type::eof()) ss << in.rdbuf();
+  CONDENSE_CHECK(!in.bad() && !ss.fail(), "{}: read failed", path.string());
   return ss.str();
 }
 

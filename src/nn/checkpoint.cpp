@@ -47,6 +47,12 @@ io::DType from_torch(torch::ScalarType t) {
 
 std::string shape_str(c10::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ",")); }
 
+// "out/model/" -> "out/model". Staging and backup names are formed by appending to the path; with
+// a trailing separator they would land inside the target, and renaming the target into itself fails.
+fs::path without_trailing_separator(const fs::path& p) {
+  return !p.has_filename() && p.has_relative_path() ? p.parent_path() : p;
+}
+
 // Tensors a BERT encoder of this config cannot run without.
 bool is_required(const std::string& name) {
   return name.rfind("bert.embeddings.", 0) == 0 || name.rfind("bert.encoder.", 0) == 0;
@@ -117,14 +123,16 @@ BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_l
   return model;
 }
 
-void publish_directory(const fs::path& staging, const fs::path& final_dir) {
+void publish_directory(const fs::path& staging_dir, const fs::path& target) {
+  const fs::path staging = without_trailing_separator(staging_dir), final_dir = without_trailing_separator(target);
   fs::path old;
+  std::error_code ec;
   if (fs::exists(final_dir)) {
     old = final_dir;
     old += ".old." + std::to_string(::getpid());
-    fs::rename(final_dir, old);
+    fs::rename(final_dir, old, ec);
+    CONDENSE_CHECK(!ec, "{}: cannot move the existing directory aside ({})", final_dir.string(), ec.message());
   }
-  std::error_code ec;
   fs::rename(staging, final_dir, ec);
   if (ec) {
     if (!old.empty()) fs::rename(old, final_dir);
@@ -133,9 +141,10 @@ void publish_directory(const fs::path& staging, const fs::path& final_dir) {
   if (!old.empty()) fs::remove_all(old);
 }
 
-void save_pretrained(BertClassifier& model, const fs::path& dir, const fs::path& tokenizer_dir,
+void save_pretrained(BertClassifier& model, const fs::path& target, const fs::path& tokenizer_dir,
                      const std::map<std::string, std::string>& metadata,
                      const std::map<std::string, std::string>& extra_files) {
+  const fs::path dir = without_trailing_separator(target);
   fs::path staging = dir;
   staging += ".partial." + std::to_string(::getpid());
   fs::remove_all(staging);

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "condense/core/error.h"
+#include "condense/data/glue.h"
 
 namespace condense::pipeline {
 
@@ -27,7 +28,8 @@ struct Reader {
     try {
       out = node[key].as<T>();
     } catch (const YAML::Exception&) {
-      fail("{}: field '{}.{}' has an invalid value '{}'", file, section, key, YAML::Dump(node[key]));
+      fail("{}: field '{}{}' has an invalid value '{}'", file, section.empty() ? "" : section + ".", key,
+           YAML::Dump(node[key]));
     }
   }
 };
@@ -46,7 +48,16 @@ Recipe load_recipe(const std::filesystem::path& path) {
   Recipe out;
   if (!root || root.IsNull()) return out;
   r.only_keys(root, "", {"task", "student", "distill", "train", "name", "description"});
-  if (root["task"]) out.task = root["task"].as<std::string>();
+  if (root["task"]) {
+    std::string task;
+    r.get(root, "", "task", task);
+    try {
+      data::parse_task(task);
+    } catch (const Error& e) {
+      fail("{}: field 'task': {}", path.string(), e.what());
+    }
+    out.task = task;
+  }
   if (auto s = root["student"]) {
     r.only_keys(s, "student", {"layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers"});
     r.get(s, "student", "layers", out.student.layers);

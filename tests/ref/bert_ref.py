@@ -14,8 +14,10 @@ the CPU and writes OUT with:
 
 ARCH is `base` (BertModel: a sentence-transformers teacher folder without a head) or `cls`
 (BertForSequenceClassification: a folder written by condense save_pretrained). ATTN is the
-`attn_implementation` (`eager` or `sdpa`); both must agree with condense, which uses its own
-softmax when attention maps are requested and the fused kernel otherwise.
+attention implementation (`eager` or `sdpa`); both must agree with condense, which uses its own
+softmax when attention maps are requested and the fused kernel otherwise. Each folder is loaded
+once with the default implementation and switched with set_attn_implementation; the one actually
+used is written to OUT's metadata (`attn`) so the caller can check it.
 
 For `cls` the job fails when loading reports missing, unexpected or mismatched keys: a folder
 condense wrote must load into transformers without any freshly initialised tensor, otherwise the
@@ -40,34 +42,48 @@ def main():
     inputs = load_file(args.inputs)
     ids, types, mask = inputs["input_ids"], inputs["token_type_ids"], inputs["attention_mask"]
 
+    models = {}  # (arch, dir) -> model: loading dominates, so each folder is loaded once
     for arch, attn, model_dir, out in args.job:
         if arch not in ("base", "cls") or attn not in ("eager", "sdpa"):
             sys.exit(f"bad job {arch} {attn}: ARCH must be base|cls, ATTN eager|sdpa")
-        cls = BertModel if arch == "base" else BertForSequenceClassification
-        model, info = cls.from_pretrained(model_dir, attn_implementation=attn, output_loading_info=True,
-                                          dtype=torch.float32)
-        if arch == "cls":
-            bad = {k: v for k, v in info.items() if k != "error_msgs" and v}
-            if bad or info.get("error_msgs"):
-                sys.exit(f"{model_dir}: transformers loading info not clean: {info}")
+        if (arch, model_dir) not in models:
+            cls = BertModel if arch == "base" else BertForSequenceClassification
+            # No attn_implementation: the default a user gets (sdpa in transformers 5).
+            model, info = cls.from_pretrained(model_dir, output_loading_info=True, dtype=torch.float32)
+            if arch == "cls":
+                bad = {k: v for k, v in info.items() if v}
+                if bad:
+                    sys.exit(f"{model_dir}: transformers loading info not clean: {info}")
+            models[(arch, model_dir)] = model
+        model = models[(arch, model_dir)]
+        if model.config._attn_implementation != attn:
+            model.set_attn_implementation(attn)
+        if model.config._attn_implementation != attn:
+            sys.exit(f"{model_dir}: cannot switch attention to {attn} (is {model.config._attn_implementation})")
         model.eval()
         want_attn = attn == "eager"
         result = {}
+        # One forward per job (the teacher batch costs seconds on a shared CPU). The head model does
+        # not return the pooled output, so a hook on its pooler records it.
+        pooled = []
+        bert = model if arch == "base" else model.bert
+        hook = bert.pooler.register_forward_hook(lambda _m, _i, out: pooled.append(out))
         with torch.no_grad():
-            encoder = model if arch == "base" else model.bert
-            o = encoder(input_ids=ids, token_type_ids=types, attention_mask=mask, output_hidden_states=True,
-                        output_attentions=want_attn)
-            for i, h in enumerate(o.hidden_states):
-                result[f"hidden_states.{i}"] = h.contiguous()
-            if want_attn:
-                if not o.attentions or o.attentions[0] is None:
-                    sys.exit(f"{model_dir}: eager attention returned no attention maps")
-                for i, a in enumerate(o.attentions):
-                    result[f"attentions.{i}"] = a.contiguous()
-            result["pooled"] = o.pooler_output.contiguous()
-            if arch == "cls":
-                # The full head forward, not classifier(pooled), so dropout/eval handling is HF's own.
-                result["logits"] = model(input_ids=ids, token_type_ids=types, attention_mask=mask).logits.contiguous()
+            o = model(input_ids=ids, token_type_ids=types, attention_mask=mask, output_hidden_states=True,
+                      output_attentions=want_attn)
+        hook.remove()
+        if len(pooled) != 1:
+            sys.exit(f"{model_dir}: expected one pooler call, got {len(pooled)}")
+        for i, h in enumerate(o.hidden_states):
+            result[f"hidden_states.{i}"] = h.contiguous()
+        if want_attn:
+            if not o.attentions or o.attentions[0] is None:
+                sys.exit(f"{model_dir}: eager attention returned no attention maps")
+            for i, a in enumerate(o.attentions):
+                result[f"attentions.{i}"] = a.contiguous()
+        result["pooled"] = pooled[0].contiguous()
+        if arch == "cls":
+            result["logits"] = o.logits.contiguous()
         save_file(result, out, metadata={"arch": arch, "attn": model.config._attn_implementation})
         print(f"{arch} {attn} {model_dir}: {len(o.hidden_states)} hidden states -> {out}")
 

@@ -26,7 +26,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0 with CLI11's output; a bad flag is one line like every other error.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "condense: error: %s (see --help)\n", first_line(e.what()).c_str());
+    return e.get_exit_code();
   } catch (const condense::Error& e) {
     std::fprintf(stderr, "condense: error: %s\n", first_line(e.what()).c_str());
     return 1;

@@ -1,0 +1,550 @@
+// The `condense` binary end to end (CONDENSE_CLI): every bad input gives a non-zero exit, exactly
+// one line on stderr naming the file or field, and no output folder; a fine-tuning run killed with
+// SIGKILL (or cut short with --stop-after) and resumed produces the same model, byte for byte, as
+// an uninterrupted run; inspect, bench, export and distill produce what they promise.
+//
+// Fixtures are generated into a scratch folder by each test: a tiny random BERT (2 layers, hidden
+// 32, 2 heads, FFN 64) with the teacher's vocabulary, saved as a Hugging Face folder, and a data
+// folder with the first 300 SST-2 train rows and 100 dev rows.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "condense/core/file.h"
+#include "condense/nn/bert.h"
+#include "condense/nn/checkpoint.h"
+#include "test_util.h"
+
+namespace {
+
+using condense::nn::BertClassifier;
+using condense::nn::BertConfig;
+namespace nn = condense::nn;
+namespace fs = std::filesystem;
+namespace ct = condense::testing;
+using nlohmann::json;
+
+fs::path env_path(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? fs::path(v) : fs::path();
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void spit(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+
+struct Result {
+  int exit_code = -1;   ///< exit status, or -signal when killed
+  std::string out, err;
+};
+
+/// Starts CONDENSE_CLI with `args`, stdout/stderr going to the given files; returns the pid.
+pid_t spawn(const std::vector<std::string>& args, const fs::path& out_file, const fs::path& err_file) {
+  const std::string cli = env_path("CONDENSE_CLI").string();
+  std::vector<std::string> all{cli};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string out_s = out_file.string(), err_s = err_file.string();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int o = ::open(out_s.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = ::open(err_s.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0) ::_exit(126);
+    ::dup2(o, STDOUT_FILENO);
+    ::dup2(e, STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1000;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1001;
+}
+
+/// Runs CONDENSE_CLI to completion in `work` (a scratch folder that receives the captured streams).
+Result run(const fs::path& work, const std::vector<std::string>& args) {
+  static int counter = 0;
+  const auto base = work / ("run" + std::to_string(counter++));
+  const pid_t pid = spawn(args, base.string() + ".out", base.string() + ".err");
+  Result r;
+  r.exit_code = wait_for(pid);
+  r.out = slurp(base.string() + ".out");
+  r.err = slurp(base.string() + ".err");
+  return r;
+}
+
+std::string show(const Result& r) {
+  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+BertConfig tiny_config(int64_t vocab_size) {
+  BertConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 128;
+  c.num_labels = 2;
+  c.hidden_dropout_prob = 0.1;  // dropout on: the RNG state is part of what resume must restore
+  c.attention_probs_dropout_prob = 0.1;
+  return c;
+}
+
+int64_t count_lines(const fs::path& p) {
+  std::ifstream in(p);
+  std::string line;
+  int64_t n = 0;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+
+/// Header plus the first `rows` data rows of a GLUE TSV.
+std::string head_of(const fs::path& tsv, int rows) {
+  std::ifstream in(tsv);
+  std::string line, out;
+  for (int i = 0; i <= rows && std::getline(in, line); ++i) out += line + "\n";
+  return out;
+}
+
+struct Fixture {
+  fs::path work;      ///< this test's scratch folder
+  fs::path model;     ///< tiny random model folder (config.json, model.safetensors, vocab.txt, ...)
+  fs::path data;      ///< SST-2 folder with 300 train and 100 dev rows
+  int64_t parameters = 0;
+};
+
+/// Builds the fixture in a fresh scratch folder; empty `work` when the inputs are missing.
+Fixture make_fixture(const std::string& name) {
+  Fixture f;
+  const auto teacher = env_path("CONDENSE_TEACHER_DIR");
+  const auto sst2 = ct::glue_dir("SST-2");
+  if (env_path("CONDENSE_CLI").empty() || teacher.empty() || sst2.empty()) return f;
+  f.work = ct::scratch_dir("cli_" + name);
+  f.model = f.work / "tiny";
+  f.data = f.work / "sst2";
+  torch::manual_seed(1234);
+  BertClassifier m(tiny_config(count_lines(teacher / "vocab.txt")));
+  f.parameters = m->num_parameters();
+  nn::save_pretrained(m, f.model, teacher);
+  fs::create_directories(f.data);
+  spit(f.data / "train.tsv", head_of(sst2 / "train.tsv", 300));
+  spit(f.data / "dev.tsv", head_of(sst2 / "dev.tsv", 100));
+  return f;
+}
+
+#define FIXTURE(f)                             \
+  auto f = make_fixture(::testing::UnitTest::GetInstance()->current_test_info()->name()); \
+  if (f.work.empty()) GTEST_SKIP() << "CONDENSE_CLI, CONDENSE_TEACHER_DIR or SST-2 data missing"
+
+/// Files or folders in the parent of `out` whose name starts with out's name (out, out.partial.*,
+/// out.state, ...).
+std::vector<std::string> leftovers(const fs::path& out) {
+  std::vector<std::string> found;
+  if (!fs::exists(out.parent_path())) return found;
+  const auto stem = out.filename().string();
+  for (const auto& e : fs::directory_iterator(out.parent_path())) {
+    const auto n = e.path().filename().string();
+    if (n.rfind(stem, 0) == 0) found.push_back(n);
+  }
+  return found;
+}
+
+/// The command failed the way the CLI promises: non-zero exit, one line on stderr that starts with
+/// "condense: error: " and contains every needle, and nothing under `out`.
+void expect_one_line_error(const Fixture& f, const std::vector<std::string>& args, const fs::path& out,
+                           const std::vector<std::string>& needles) {
+  auto r = run(f.work, args);
+  EXPECT_NE(r.exit_code, 0) << show(r);
+  EXPECT_GT(r.exit_code, 0) << "crashed: " << show(r);
+  ASSERT_FALSE(r.err.empty()) << show(r);
+  EXPECT_EQ(r.err.back(), '\n') << show(r);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << show(r);
+  EXPECT_EQ(r.err.rfind("condense: error: ", 0), 0u) << show(r);
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "lacks '" << n << "': " << show(r);
+  EXPECT_TRUE(leftovers(out).empty()) << "left behind: " << leftovers(out).front();
+}
+
+std::vector<std::string> finetune_args(const Fixture& f, const fs::path& model, const fs::path& data, const fs::path& out) {
+  return {"finetune", "--model", model.string(), "--data", data.string(), "--out", out.string(),
+          "--epochs", "1", "--quiet"};
+}
+
+/// A copy of the tiny model folder that a test may damage.
+fs::path model_copy(const Fixture& f, const std::string& name) {
+  auto dir = f.work / name;
+  fs::copy(f.model, dir, fs::copy_options::recursive);
+  return dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad inputs
+
+TEST(Cli, MissingModelDir) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto missing = f.work / "no_such_model";
+  expect_one_line_error(f, finetune_args(f, missing, f.data, out), out, {missing.string()});
+  expect_one_line_error(f, {"eval", "--model", missing.string(), "--data", f.data.string()}, out, {missing.string()});
+  expect_one_line_error(f, {"inspect", "--model", missing.string()}, out, {missing.string()});
+  // A folder with the tokenizer but no weights names the weights file.
+  auto no_weights = model_copy(f, "no_weights");
+  fs::remove(no_weights / "model.safetensors");
+  expect_one_line_error(f, finetune_args(f, no_weights, f.data, out), out,
+                        {(no_weights / "model.safetensors").string()});
+}
+
+TEST(Cli, TruncatedSafetensors) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto m = model_copy(f, "truncated");
+  const auto file = m / "model.safetensors";
+  fs::resize_file(file, fs::file_size(file) / 2);
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string()});
+  fs::resize_file(file, 5);  // shorter than the length prefix
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string(), "8-byte"});
+  expect_one_line_error(f, {"bench", "--model", m.string(), "--seconds", "0.1"}, out, {file.string()});
+}
+
+TEST(Cli, HostileSafetensorsHeader) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto m = model_copy(f, "hostile");
+  const auto file = m / "model.safetensors";
+  // Header length 2^63 (little-endian u64), then a few bytes: must be rejected before any allocation.
+  std::string bytes(8, '\0');
+  bytes[7] = static_cast<char>(0x80);
+  bytes += "{\"a\":{}}";
+  spit(file, bytes);
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string(), "header length"});
+  expect_one_line_error(f, {"inspect", "--model", m.string(), "--json"}, out, {file.string(), "header length"});
+}
+
+TEST(Cli, ConfigAndWeightsDisagree) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto m = model_copy(f, "mismatch");
+  auto cfg = json::parse(slurp(m / "config.json"));
+  cfg["intermediate_size"] = 128;
+  spit(m / "config.json", cfg.dump(2));
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out,
+                        {(m / "model.safetensors").string(), "bert.encoder.layer.0.intermediate.dense.weight",
+                         "[64,32]", "[128,32]"});
+  // Fewer layers in the config than in the file.
+  cfg["intermediate_size"] = 64;
+  cfg["num_hidden_layers"] = 1;
+  spit(m / "config.json", cfg.dump(2));
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {"encoder.layer.1", "num_hidden_layers=1"});
+  // A config field with a bad value names the file and the field.
+  cfg["num_hidden_layers"] = 2;
+  cfg["hidden_size"] = -4;
+  spit(m / "config.json", cfg.dump(2));
+  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {(m / "config.json").string(), "hidden_size"});
+}
+
+TEST(Cli, UnknownTask) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto args = finetune_args(f, f.model, f.data, out);
+  args.insert(args.end(), {"--task", "foo"});
+  expect_one_line_error(f, args, out, {"unknown task 'foo'"});
+  expect_one_line_error(f, {"eval", "--model", f.model.string(), "--data", f.data.string(), "--task", "foo"}, out,
+                        {"unknown task 'foo'"});
+}
+
+TEST(Cli, EmptyDataset) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto data = f.work / "empty_data";
+  fs::create_directories(data);
+  spit(data / "train.tsv", "sentence\tlabel\n");
+  spit(data / "dev.tsv", head_of(f.data / "dev.tsv", 10));
+  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string(), "no examples"});
+  // A missing split file is named too.
+  fs::remove(data / "train.tsv");
+  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string()});
+}
+
+TEST(Cli, MalformedTsvRow) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto data = f.work / "bad_data";
+  fs::create_directories(data);
+  spit(data / "train.tsv", "sentence\tlabel\na fine movie \t1\nno label here\nanother \t0\n");
+  spit(data / "dev.tsv", head_of(f.data / "dev.tsv", 10));
+  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string() + ":3:"});
+  spit(data / "train.tsv", "sentence\tlabel\na fine movie \t1\nbad label \t7\n");
+  expect_one_line_error(f, finetune_args(f, f.model, data, out), out,
+                        {(data / "train.tsv").string() + ":3:", "bad label '7'"});
+}
+
+TEST(Cli, BadRecipe) {
+  FIXTURE(f);
+  auto out = f.work / "student";
+  auto recipe = f.work / "bad.yaml";
+  spit(recipe, "student: {layers: 1}\ntrain: {epoch: 2}\n");
+  auto args = std::vector<std::string>{"distill", "--teacher", f.model.string(), "--data", f.data.string(),
+                                       "--recipe", recipe.string(), "--out", out.string(), "--quiet"};
+  expect_one_line_error(f, args, out, {recipe.string(), "unknown key 'train.epoch'"});
+  spit(recipe, "distill: {loss: kld}\n");
+  expect_one_line_error(f, args, out, {recipe.string(), "distill.loss", "'kld'"});
+  spit(recipe, "task: foo\n");
+  expect_one_line_error(f, args, out, {recipe.string(), "field 'task'", "unknown task 'foo'"});
+  spit(recipe, "train: {epochs: many}\n");
+  expect_one_line_error(f, args, out, {recipe.string(), "train.epochs", "many"});
+  fs::remove(recipe);
+  expect_one_line_error(f, args, out, {recipe.string(), "not found"});
+  // A bad student shape from flags.
+  args = {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "2",
+          "--init-layers", "0,5", "--epochs", "1", "--out", out.string(), "--quiet"};
+  expect_one_line_error(f, args, out, {"init_layers", "teacher layer 5 does not exist"});
+}
+
+TEST(Cli, BadTrainingFlag) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  auto args = finetune_args(f, f.model, f.data, out);
+  args.insert(args.end(), {"--warmup", "1.5"});
+  expect_one_line_error(f, args, out, {"'warmup_ratio'"});
+  // Flag-parsing errors follow the same one-line rule.
+  expect_one_line_error(f, {"finetune", "--model", f.model.string(), "--data", f.data.string()}, out, {"--out"});
+  args = finetune_args(f, f.model, f.data, out);
+  args.insert(args.end(), {"--epochs", "abc"});
+  expect_one_line_error(f, args, out, {"--epochs", "abc"});
+  args = finetune_args(f, f.model, f.data, out);
+  args.push_back("--no-such-flag");
+  expect_one_line_error(f, args, out, {"--no-such-flag"});
+  expect_one_line_error(f, {"frobnicate"}, out, {"frobnicate"});
+  // --help is not an error.
+  auto h = run(f.work, {"finetune", "--help"});
+  EXPECT_EQ(h.exit_code, 0) << show(h);
+  EXPECT_NE(h.out.find("--save-every"), std::string::npos) << show(h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interrupted runs
+
+std::vector<std::string> resumable_args(const Fixture& f, const fs::path& out, const std::string& threads = "1") {
+  // 300 rows / batch 8 = 38 steps per epoch, 76 in all; state every 5 steps. One thread: two
+  // OpenMP threads are several times slower on a loaded two-core machine, and a model trained
+  // with 1 thread differs in the last bits from one trained with 2 (both runs must match).
+  return {"finetune", "--model", f.model.string(), "--data", f.data.string(), "--out", out.string(),
+          "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--save-every", "5", "--seed", "7", "--quiet",
+          "--threads", threads};
+}
+
+json metrics_of(const fs::path& model_dir) { return json::parse(slurp(model_dir / "metrics.json")); }
+
+void expect_same_model(const fs::path& a, const fs::path& b) {
+  ASSERT_TRUE(fs::exists(a / "model.safetensors"));
+  ASSERT_TRUE(fs::exists(b / "model.safetensors"));
+  const auto ja = metrics_of(a), jb = metrics_of(b);
+  EXPECT_EQ(ja["dev"], jb["dev"]) << ja["dev"].dump() << " vs " << jb["dev"].dump();
+  EXPECT_EQ(ja["train"]["steps"], jb["train"]["steps"]);
+  EXPECT_EQ(ja["train"]["mean_loss_last_epoch"], jb["train"]["mean_loss_last_epoch"]);
+  const bool same_bytes = slurp(a / "model.safetensors") == slurp(b / "model.safetensors");
+  EXPECT_TRUE(same_bytes);
+  if (!same_bytes) {
+    auto ma = nn::load_classifier(a), mb = nn::load_classifier(b);
+    auto pb = mb->named_parameters();
+    for (const auto& p : ma->named_parameters()) {
+      ADD_FAILURE() << p.key() << " max diff " << (p.value() - pb[p.key()]).abs().max().item<double>();
+    }
+  }
+}
+
+TEST(Cli, KillDashNineThenResumeIsBitExact) {
+  FIXTURE(f);
+  const auto a = f.work / "A", b = f.work / "B";
+  auto ra = run(f.work, resumable_args(f, a));
+  ASSERT_EQ(ra.exit_code, 0) << show(ra);
+  EXPECT_TRUE(ra.err.empty()) << show(ra);
+  EXPECT_EQ(metrics_of(a)["train"]["steps"], 76);
+  EXPECT_EQ(metrics_of(a)["train"]["resumed_from"], 0);
+
+  // Start B, wait until its first training state is on disk, then SIGKILL it mid-run.
+  const auto state = fs::path(b.string() + ".state") / "train_state.pt";
+  const pid_t pid = spawn(resumable_args(f, b), f.work / "B.out", f.work / "B.err");
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (!fs::exists(state) && std::chrono::steady_clock::now() < deadline) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) FAIL() << "B exited before saving state: " << slurp(f.work / "B.err");
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_TRUE(fs::exists(state)) << "no training state after 60 s";
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // a few more steps
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  ASSERT_EQ(wait_for(pid), -SIGKILL) << "B finished before it could be killed; make the run longer";
+  ASSERT_FALSE(fs::exists(b)) << "a killed run must not publish a model";
+
+  auto args = resumable_args(f, b);
+  args.push_back("--resume");
+  auto rb = run(f.work, args);
+  ASSERT_EQ(rb.exit_code, 0) << show(rb);
+  const auto jb = metrics_of(b);
+  EXPECT_GT(jb["train"]["resumed_from"].get<int64_t>(), 0);
+  EXPECT_EQ(jb["train"]["resumed_from"].get<int64_t>() % 5, 0);
+  std::cerr << "killed run resumed from step " << jb["train"]["resumed_from"] << " of 76\n";
+  expect_same_model(a, b);
+  // No staging folders are left next to the outputs.
+  for (const auto& n : leftovers(b)) EXPECT_TRUE(n == "B" || n == "B.state" || n == "B.out" || n == "B.err") << n;
+}
+
+TEST(Cli, StopAfterThenResumeIsBitExact) {
+  FIXTURE(f);
+  const auto a = f.work / "A", c = f.work / "C";
+  auto ra = run(f.work, resumable_args(f, a));
+  ASSERT_EQ(ra.exit_code, 0) << show(ra);
+
+  auto args = resumable_args(f, c);
+  args.insert(args.end(), {"--stop-after", "20"});
+  auto rc = run(f.work, args);
+  ASSERT_EQ(rc.exit_code, 0) << show(rc);
+  EXPECT_NE(rc.err.find("stopped after step 20"), std::string::npos) << show(rc);
+  EXPECT_FALSE(fs::exists(c));
+  EXPECT_TRUE(fs::exists(fs::path(c.string() + ".state") / "train_state.pt"));
+
+  // export --state turns the interrupted run's weights into a loadable folder.
+  auto ex = run(f.work, {"export", "--model", f.model.string(), "--state", c.string() + ".state", "--out",
+                         (f.work / "C_step20").string()});
+  ASSERT_EQ(ex.exit_code, 0) << show(ex);
+  auto ev20 = run(f.work, {"eval", "--model", (f.work / "C_step20").string(), "--data", f.data.string(), "--threads", "1"});
+  EXPECT_EQ(ev20.exit_code, 0) << show(ev20);
+
+  args = resumable_args(f, c);
+  args.push_back("--resume");
+  auto rr = run(f.work, args);
+  ASSERT_EQ(rr.exit_code, 0) << show(rr);
+  EXPECT_EQ(metrics_of(c)["train"]["resumed_from"], 20);
+  expect_same_model(a, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// inspect, bench, export, distill
+
+TEST(Cli, InspectJsonCountsParameters) {
+  FIXTURE(f);
+  auto r = run(f.work, {"inspect", "--model", f.model.string(), "--json"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = json::parse(r.out);
+  EXPECT_EQ(j["parameters"].get<int64_t>(), f.parameters);
+  EXPECT_EQ(j["layers"], 2);
+  EXPECT_EQ(j["hidden_size"], 32);
+  EXPECT_EQ(j["heads"], 2);
+  EXPECT_EQ(j["intermediate_size"], 64);
+  EXPECT_EQ(j["num_labels"], 2);
+  EXPECT_EQ(j["file_bytes"].get<uint64_t>(), fs::file_size(f.model / "model.safetensors"));
+  int64_t sum = 0;
+  for (const auto& m : j["modules"]) sum += m["parameters"].get<int64_t>();
+  EXPECT_EQ(sum, f.parameters);
+  // The table form ends with the same total.
+  auto t = run(f.work, {"inspect", "--model", f.model.string()});
+  ASSERT_EQ(t.exit_code, 0) << show(t);
+  EXPECT_NE(t.out.find("| total | " + std::to_string(f.parameters) + " |"), std::string::npos) << t.out;
+}
+
+TEST(Cli, BenchJson) {
+  FIXTURE(f);
+  auto r = run(f.work, {"bench", "--model", f.model.string(), "--batch", "1,2", "--seq", "16", "--seconds", "0.1",
+                        "--iterations", "2", "--format", "json", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = json::parse(r.out);
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["batch"], 1);
+  EXPECT_EQ(j[1]["batch"], 2);
+  for (const auto& row : j) {
+    EXPECT_EQ(row["seq_len"], 16);
+    EXPECT_GE(row["iterations"].get<int64_t>(), 2);
+    EXPECT_GT(row["p50_ms"].get<double>(), 0);
+    EXPECT_GE(row["p90_ms"].get<double>(), row["p50_ms"].get<double>());
+    EXPECT_GT(row["examples_per_second"].get<double>(), 0);
+    EXPECT_EQ(row["threads"], 1);
+  }
+  expect_one_line_error(f, {"bench", "--model", f.model.string(), "--format", "xml"}, f.work / "out", {"--format"});
+}
+
+TEST(Cli, ExportFolderLoadsInEval) {
+  FIXTURE(f);
+  const auto exported = f.work / "exported";
+  auto r = run(f.work, {"export", "--model", f.model.string(), "--out", exported.string()});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  for (const char* name : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json"}) {
+    EXPECT_TRUE(fs::exists(exported / name)) << name;
+  }
+  auto e1 = run(f.work, {"eval", "--model", f.model.string(), "--data", f.data.string(), "--json",
+                         (f.work / "orig.json").string(), "--threads", "1"});
+  auto e2 = run(f.work, {"eval", "--model", exported.string(), "--data", f.data.string(), "--json",
+                         (f.work / "exported.json").string(), "--threads", "1"});
+  ASSERT_EQ(e1.exit_code, 0) << show(e1);
+  ASSERT_EQ(e2.exit_code, 0) << show(e2);
+  auto j1 = json::parse(slurp(f.work / "orig.json")), j2 = json::parse(slurp(f.work / "exported.json"));
+  EXPECT_EQ(j2["examples"], 100);
+  EXPECT_EQ(j1["metrics"], j2["metrics"]);
+  auto m1 = nn::load_classifier(f.model), m2 = nn::load_classifier(exported);
+  auto p2 = m2->named_parameters();
+  for (const auto& p : m1->named_parameters()) EXPECT_TRUE(torch::equal(p.value(), p2[p.key()])) << p.key();
+  // Exporting over an existing folder replaces it without leaving staging folders.
+  auto again = run(f.work, {"export", "--model", f.model.string(), "--out", exported.string()});
+  ASSERT_EQ(again.exit_code, 0) << show(again);
+  for (const auto& n : leftovers(exported)) {
+    EXPECT_EQ(n.find(".partial."), std::string::npos) << n;
+    EXPECT_EQ(n.find(".old."), std::string::npos) << n;
+  }
+}
+
+TEST(Cli, DistillWithRecipe) {
+  FIXTURE(f);
+  const auto student = f.work / "student";
+  const auto recipe = ct::source_dir() / "tests" / "data" / "tiny_recipe.yaml";
+  auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--recipe",
+                        recipe.string(), "--out", student.string(), "--quiet", "--epochs", "1", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(student);
+  EXPECT_EQ(j["layers"], 1);
+  EXPECT_EQ(j["train_examples"], 200);      // train_limit from the recipe
+  EXPECT_EQ(j["train"]["epochs"], 1);       // the flag overrides the recipe
+  EXPECT_EQ(j["train"]["batch_size"], 16);  // from the recipe
+  EXPECT_EQ(j["distill"]["loss"], "mse");
+  EXPECT_EQ(j["distill"]["init_layers"], json::array({1}));
+  EXPECT_EQ(j["max_length"], 32);
+  auto ev = run(f.work, {"eval", "--model", student.string(), "--data", f.data.string(), "--threads", "1"});
+  EXPECT_EQ(ev.exit_code, 0) << show(ev);
+}
+
+}  // namespace

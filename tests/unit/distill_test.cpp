@@ -1,0 +1,455 @@
+// Distillation: the soft-target and logit-MSE losses against hand-computed values, the alpha
+// mix, the student's layer map and initialisation from the teacher, recipe files, and a tiny
+// end-to-end run (teacher fine-tuned on 200 SST-2 rows, student distilled from it).
+#include "condense/distill/distill.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "condense/core/error.h"
+#include "condense/data/glue.h"
+#include "condense/nn/bert.h"
+#include "condense/pipeline/recipe.h"
+#include "condense/text/tokenizer.h"
+#include "test_util.h"
+
+namespace {
+
+using condense::Error;
+using condense::distill::DistillOptions;
+using condense::distill::SoftLoss;
+using condense::distill::StudentOptions;
+using condense::nn::BertClassifier;
+using condense::nn::BertConfig;
+using condense::train::Batch;
+using condense::train::TrainOptions;
+namespace data = condense::data;
+namespace distill = condense::distill;
+namespace pipeline = condense::pipeline;
+namespace train = condense::train;
+namespace fs = std::filesystem;
+namespace ct = condense::testing;
+
+// One intra-op thread: the tests train tiny models, where a second OpenMP thread only adds
+// synchronisation (several times slower on a loaded two-core machine), and results stay comparable.
+class SingleThread : public ::testing::Environment {
+ public:
+  void SetUp() override { at::set_num_threads(1); }
+};
+[[maybe_unused]] ::testing::Environment* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThread);
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected condense::Error";
+  return "";
+}
+
+#define EXPECT_HAS(haystack, needle)                                                   \
+  do {                                                                                 \
+    const std::string h_ = (haystack);                                                 \
+    EXPECT_NE(h_.find(needle), std::string::npos) << "'" << h_ << "' lacks '" << (needle) << "'"; \
+  } while (0)
+
+fs::path teacher_dir() {
+  const char* t = std::getenv("CONDENSE_TEACHER_DIR");
+  return t && *t ? fs::path(t) : fs::path();
+}
+
+BertConfig tiny_config(int64_t layers, int64_t vocab_size = 64, int64_t num_labels = 2) {
+  BertConfig c;
+  c.vocab_size = vocab_size;
+  c.hidden_size = 32;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 64;
+  c.num_labels = num_labels;
+  return c;
+}
+
+BertClassifier tiny_model(int64_t layers, uint64_t seed, int64_t vocab_size = 64, int64_t num_labels = 2) {
+  torch::manual_seed(seed);
+  return BertClassifier(tiny_config(layers, vocab_size, num_labels));
+}
+
+torch::Tensor rows(std::initializer_list<std::initializer_list<float>> r) {
+  std::vector<torch::Tensor> out;
+  for (auto row : r) out.push_back(torch::tensor(std::vector<float>(row)));
+  return torch::stack(out);
+}
+
+Batch labels_batch(std::vector<int64_t> labels, std::vector<float> scores = {}) {
+  Batch b;
+  b.labels = torch::tensor(labels, torch::kInt64);
+  b.scores = scores.empty() ? torch::zeros({static_cast<int64_t>(labels.size())}) : torch::tensor(scores);
+  return b;
+}
+
+double val(const torch::Tensor& t) { return t.item<double>(); }
+
+// ---------------------------------------------------------------------------------------------
+// Losses
+//
+// soft(s, t, T) = T² · mean_rows Σ_j p_t,j (log p_t,j − log p_s,j), p = softmax(logits / T).
+//
+// 2 classes, T = 1:
+//   row A: s = (0, 0)     -> p_s = (1/2, 1/2);  t = (ln 3, 0) -> p_t = (3/4, 1/4)
+//          KL = 3/4 ln((3/4)/(1/2)) + 1/4 ln((1/4)/(1/2)) = 3/4 ln(3/2) − 1/4 ln 2      ≈ 0.130812
+//   row B: s = (ln 3, 0)  -> p_s = (3/4, 1/4);  t = (0, 0)    -> p_t = (1/2, 1/2)
+//          KL = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(4/3)                  ≈ 0.143841
+//   mean = (A + B) / 2, T² = 1.
+// 2 classes, T = 2: s = (0, 0), t = (2 ln 3, 0): t / T = (ln 3, 0), so the distributions are
+//   row A's and KL ≈ 0.130812, times T² = 4 -> ≈ 0.523248.
+// 3 classes, T = 1:
+//   row C: s = (0, 0, 0) -> p_s = (1/3, 1/3, 1/3); t = (ln 2, 0, 0) -> p_t = (1/2, 1/4, 1/4)
+//          KL = 1/2 ln(3/2) + 2 · 1/4 ln(3/4) = 1/2 ln(9/8)                               ≈ 0.058892
+//   row D: s = (ln 2, 0, 0) -> p_s = (1/2, 1/4, 1/4); t = (0, 0, 0) -> p_t uniform
+//          KL = 1/3 (ln((1/3)/(1/2)) + 2 ln((1/3)/(1/4))) = 1/3 ln(32/27)                  ≈ 0.056633
+// 3 classes, T = 2: logits doubled give the T = 1 distributions, so soft = 4 · the T = 1 value.
+
+TEST(Distill, SoftTargetLossMatchesHandValues2x2) {
+  const double l3 = std::log(3.0), l2 = std::log(2.0);
+  const double a = 0.75 * std::log(1.5) - 0.25 * l2, b = 0.5 * std::log(4.0 / 3.0);
+  EXPECT_NEAR(a, 0.130812, 1e-6);
+  EXPECT_NEAR(b, 0.143841, 1e-6);
+  auto s = rows({{0, 0}, {float(l3), 0}});
+  auto t = rows({{float(l3), 0}, {0, 0}});
+  EXPECT_NEAR(val(distill::soft_target_loss(s, t, 1.0)), (a + b) / 2, 1e-6);
+  // T = 2 with doubled teacher logits: same distributions as row A, scaled by T² = 4.
+  EXPECT_NEAR(val(distill::soft_target_loss(rows({{0, 0}}), rows({{float(2 * l3), 0}}), 2.0)), 4 * a, 1e-6);
+  // The direction matters: KL(teacher || student), not the reverse.
+  EXPECT_NEAR(val(distill::soft_target_loss(rows({{float(l3), 0}}), rows({{0, 0}}), 1.0)), b, 1e-6);
+}
+
+TEST(Distill, SoftTargetLossMatchesHandValues2x3) {
+  const double l2 = std::log(2.0);
+  const double c = 0.5 * std::log(9.0 / 8.0), d = std::log(32.0 / 27.0) / 3;
+  EXPECT_NEAR(c, 0.058892, 1e-6);
+  EXPECT_NEAR(d, 0.056633, 1e-6);
+  auto s = rows({{0, 0, 0}, {float(l2), 0, 0}});
+  auto t = rows({{float(l2), 0, 0}, {0, 0, 0}});
+  EXPECT_NEAR(val(distill::soft_target_loss(s, t, 1.0)), (c + d) / 2, 1e-6);
+  EXPECT_NEAR(val(distill::soft_target_loss(2 * s, 2 * t, 2.0)), 4 * (c + d) / 2, 1e-6);
+  // Adding a constant to a row's logits changes no probability.
+  EXPECT_NEAR(val(distill::soft_target_loss(s + 5, t - 3, 1.0)), (c + d) / 2, 1e-6);
+}
+
+TEST(Distill, SoftTargetLossIsZeroWhenStudentEqualsTeacher) {
+  torch::manual_seed(0);
+  auto t = torch::randn({5, 3}) * 4;
+  for (double T : {0.5, 1.0, 2.0, 8.0}) EXPECT_NEAR(val(distill::soft_target_loss(t.clone(), t, T)), 0.0, 1e-6);
+  // And positive otherwise.
+  EXPECT_GT(val(distill::soft_target_loss(t.flip(1), t, 2.0)), 1e-3);
+}
+
+TEST(Distill, SoftTargetLossChecksShapes) {
+  EXPECT_HAS(error_of([] { distill::soft_target_loss(torch::zeros({2, 2}), torch::zeros({2, 3}), 1.0); }), "2x3");
+  EXPECT_HAS(error_of([] { distill::logit_mse_loss(torch::zeros({2, 2}), torch::zeros({3, 2})); }), "differ in shape");
+}
+
+TEST(Distill, LogitMseLossHandValue) {
+  // Differences 1, 0, 0, 2 -> (1 + 0 + 0 + 4) / 4 = 1.25.
+  EXPECT_NEAR(val(distill::logit_mse_loss(rows({{1, 2}, {3, 4}}), rows({{0, 2}, {3, 2}}))), 1.25, 1e-7);
+}
+
+TEST(Distill, RegressionHeadUsesMse) {
+  // One output: the soft loss is the MSE between outputs, with no temperature and no T² factor.
+  auto s = rows({{1}, {2}}), t = rows({{0}, {4}});  // (1 + 4) / 2 = 2.5
+  EXPECT_NEAR(val(distill::soft_target_loss(s, t, 1.0)), 2.5, 1e-7);
+  EXPECT_NEAR(val(distill::soft_target_loss(s, t, 4.0)), 2.5, 1e-7);
+  // alpha = 0: hard loss = MSE against the gold scores: ((1 − 1.5)^2 + (2 − 0)^2) / 2 = 2.125.
+  auto b = labels_batch({0, 0}, {1.5f, 0.f});
+  auto o = DistillOptions().with_alpha(0);
+  EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o)), 2.125, 1e-6);
+  EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o.with_alpha(0.5))), 0.5 * 2.5 + 0.5 * 2.125, 1e-6);
+}
+
+TEST(Distill, DistillationLossMixesWithAlpha) {
+  const double l3 = std::log(3.0);
+  auto s = rows({{0, 0}, {float(l3), 0}});
+  auto t = rows({{float(l3), 0}, {0, 0}});
+  auto b = labels_batch({1, 0});
+  // Hard loss: row 0 logits (0, 0) label 1 -> ln 2; row 1 (ln 3, 0) label 0 -> −ln(3/4).
+  const double ce = (std::log(2.0) - std::log(0.75)) / 2;
+  EXPECT_NEAR(val(train::task_loss(s, b)), ce, 1e-6);
+  for (double T : {1.0, 2.0}) {
+    const double soft = val(distill::soft_target_loss(s, t, T));
+    auto o = DistillOptions().with_temperature(T);
+    EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o.with_alpha(1))), soft, 1e-6);
+    EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o.with_alpha(0))), ce, 1e-6);
+    EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o.with_alpha(0.5))), 0.5 * soft + 0.5 * ce, 1e-6);
+    EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o.with_alpha(0.25))), 0.25 * soft + 0.75 * ce, 1e-6);
+  }
+  // The MSE variant replaces the soft part and ignores the temperature.
+  auto o = DistillOptions().with_soft_loss(SoftLoss::MSE).with_alpha(1).with_temperature(5);
+  EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o)), val(distill::logit_mse_loss(s, t)), 1e-7);
+}
+
+TEST(Distill, OptionsValidateAndParseLossNames) {
+  EXPECT_EQ(distill::parse_soft_loss("kl"), SoftLoss::KL);
+  EXPECT_EQ(distill::parse_soft_loss("mse"), SoftLoss::MSE);
+  EXPECT_HAS(error_of([] { distill::parse_soft_loss("KLD"); }), "'KLD'");
+  EXPECT_NO_THROW(DistillOptions().validate());
+  EXPECT_HAS(error_of([] { DistillOptions().with_temperature(0).validate(); }), "'temperature'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_temperature(NAN).validate(); }), "'temperature'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_alpha(1.5).validate(); }), "'alpha'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_alpha(-0.1).validate(); }), "'alpha'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_train(TrainOptions().with_epochs(0)).validate(); }), "'epochs'");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Students
+
+TEST(Distill, ResolveInitLayers) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(3), 6), (V{0, 2, 4}));
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(6), 12), (V{0, 2, 4, 6, 8, 10}));
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(4), 12), (V{0, 3, 6, 9}));
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(6), 6), (V{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(1), 6), (V{0}));
+  EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(3).with_init_layers({5, 1, 1}), 6), (V{5, 1, 1}));
+
+  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(3).with_init_layers({0, 2}), 6); }),
+             "lists 2 layers but the student has 3");
+  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(2).with_init_layers({0, 6}), 6); }),
+             "teacher layer 6 does not exist (teacher has 6)");
+  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(1).with_init_layers({-1}), 6); }),
+             "teacher layer -1 does not exist");
+  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(7), 6); }), "'layers' is 7");
+  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(0), 6); }), "'layers'");
+}
+
+/// Parameters under `prefix` (e.g. "bert.encoder.layer.3."), keyed by the rest of the name.
+std::map<std::string, torch::Tensor> under(BertClassifier& m, const std::string& prefix) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : m->named_parameters()) {
+    if (p.key().rfind(prefix, 0) == 0) out[p.key().substr(prefix.size())] = p.value();
+  }
+  return out;
+}
+
+void expect_same(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b,
+                 const std::string& what) {
+  ASSERT_FALSE(a.empty()) << what;
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (const auto& [k, v] : a) {
+    ASSERT_TRUE(b.count(k)) << what << " " << k;
+    EXPECT_TRUE(torch::equal(v, b.at(k))) << what << " " << k;
+  }
+}
+
+TEST(Distill, MakeStudentCopiesTheChosenTeacherLayers) {
+  auto teacher = tiny_model(4, 1);
+  // An explicit, non-monotone map; then the default (4 -> 2: layers 0 and 2).
+  for (auto [opts, map] : {std::pair{StudentOptions().with_layers(2).with_init_layers({3, 1}), std::vector<int64_t>{3, 1}},
+                           std::pair{StudentOptions().with_layers(2), std::vector<int64_t>{0, 2}}}) {
+    auto student = distill::make_student(teacher, opts, 5);
+    EXPECT_EQ(student->config().num_hidden_layers, 2);
+    EXPECT_EQ(student->config().hidden_size, 32);
+    EXPECT_EQ(student->config().vocab_size, teacher->config().vocab_size);
+    for (int64_t i = 0; i < 2; ++i) {
+      expect_same(under(student, "bert.encoder.layer." + std::to_string(i) + "."),
+                  under(teacher, "bert.encoder.layer." + std::to_string(map[i]) + "."),
+                  "student layer " + std::to_string(i));
+    }
+    expect_same(under(student, "bert.embeddings."), under(teacher, "bert.embeddings."), "embeddings");
+    expect_same(under(student, "bert.pooler."), under(teacher, "bert.pooler."), "pooler");
+    expect_same(under(student, "classifier."), under(teacher, "classifier."), "classifier");
+    // A copy, not shared storage: training the student must not touch the teacher.
+    EXPECT_NE(student->classifier->weight.data_ptr(), teacher->classifier->weight.data_ptr());
+  }
+  // Students of a 4-layer teacher have fewer parameters than it.
+  auto s = distill::make_student(teacher, StudentOptions().with_layers(2), 5);
+  EXPECT_LT(s->num_parameters(), teacher->num_parameters());
+}
+
+TEST(Distill, MakeStudentFromScratchAndWidthChecks) {
+  auto teacher = tiny_model(4, 1);
+  auto narrow = StudentOptions().with_layers(2).with_hidden_size(16).with_intermediate_size(32);
+  auto msg = error_of([&] { distill::make_student(teacher, narrow, 5); });
+  EXPECT_HAS(msg, "'init' is 'teacher'");
+  EXPECT_HAS(msg, "hidden 16");
+  auto scratch = distill::make_student(teacher, StudentOptions(narrow).with_init("scratch"), 5);
+  EXPECT_EQ(scratch->config().hidden_size, 16);
+  EXPECT_EQ(scratch->config().intermediate_size, 32);
+  EXPECT_EQ(scratch->config().num_hidden_layers, 2);
+  // Scratch students depend only on the seed.
+  auto again = distill::make_student(teacher, StudentOptions(narrow).with_init("scratch"), 5);
+  EXPECT_TRUE(torch::equal(scratch->classifier->weight, again->classifier->weight));
+
+  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_init("copy"), 5); }),
+             "'init' is 'copy'");
+  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_num_attention_heads(3), 5); }),
+             "student options");
+  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_init_layers({4, 0}), 5); }),
+             "teacher layer 4 does not exist");
+}
+
+TEST(Distill, DistillChecksTeacherAndCache) {
+  auto teacher = tiny_model(2, 1, 64, 2);
+  auto student3 = tiny_model(1, 2, 64, 3);
+  train::EncodedDataset d;
+  d.input_ids = {{2, 5, 3}, {2, 6, 7, 3}};
+  d.token_type_ids = {{0, 0, 0}, {0, 0, 0, 0}};
+  d.labels = {0, 1};
+  d.scores = {0, 0};
+  auto o = DistillOptions().with_train(TrainOptions().with_epochs(1).with_batch_size(2));
+  EXPECT_HAS(error_of([&] { distill::distill(student3, teacher, d, o); }), "student has 3 outputs but the teacher has 2");
+  auto student = tiny_model(1, 2);
+  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, d, o, torch::zeros({3, 2})); }),
+             "teacher cache has 3 rows but the training set has 2");
+  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, d, DistillOptions(o).with_alpha(2)); }), "'alpha'");
+  auto r = distill::distill(student, teacher, d, o);
+  EXPECT_EQ(r.steps, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recipes
+
+fs::path write(const fs::path& dir, const std::string& name, const std::string& text) {
+  auto p = dir / name;
+  std::ofstream(p) << text;
+  return p;
+}
+
+TEST(Distill, RecipeLoadsEveryKey) {
+  auto r = pipeline::load_recipe(ct::source_dir() / "tests" / "data" / "tiny_recipe.yaml");
+  ASSERT_TRUE(r.task);
+  EXPECT_EQ(*r.task, "sst2");
+  EXPECT_EQ(r.student.layers, 1);
+  EXPECT_EQ(r.student.hidden_size, 32);
+  EXPECT_EQ(r.student.num_attention_heads, 2);
+  EXPECT_EQ(r.student.intermediate_size, 64);
+  EXPECT_EQ(r.student.init, "teacher");
+  EXPECT_EQ(r.student.init_layers, (std::vector<int64_t>{1}));
+  EXPECT_EQ(r.distill.soft_loss, SoftLoss::MSE);
+  EXPECT_DOUBLE_EQ(r.distill.temperature, 3.5);
+  EXPECT_DOUBLE_EQ(r.distill.alpha, 0.25);
+  const auto& t = r.distill.train;
+  EXPECT_EQ(t.epochs, 2);
+  EXPECT_EQ(t.batch_size, 16);
+  EXPECT_DOUBLE_EQ(t.learning_rate, 1e-3);
+  EXPECT_DOUBLE_EQ(t.warmup_ratio, 0.2);
+  EXPECT_DOUBLE_EQ(t.weight_decay, 0.05);
+  EXPECT_DOUBLE_EQ(t.max_grad_norm, 0.5);
+  EXPECT_EQ(t.seed, 7u);
+  EXPECT_EQ(r.max_length, 32);
+  EXPECT_EQ(r.train_limit, 200);
+
+  // Absent keys keep the library defaults; an empty file is all defaults.
+  auto dir = ct::scratch_dir("distill_recipe");
+  auto partial = pipeline::load_recipe(write(dir, "partial.yaml", "distill: {alpha: 0.9}\n"));
+  EXPECT_FALSE(partial.task);
+  EXPECT_DOUBLE_EQ(partial.distill.alpha, 0.9);
+  EXPECT_DOUBLE_EQ(partial.distill.temperature, DistillOptions().temperature);
+  EXPECT_EQ(partial.distill.soft_loss, SoftLoss::KL);
+  EXPECT_EQ(partial.student.layers, StudentOptions().layers);
+  EXPECT_EQ(partial.distill.train.epochs, TrainOptions().epochs);
+  EXPECT_EQ(partial.max_length, 128);
+  auto empty = pipeline::load_recipe(write(dir, "empty.yaml", ""));
+  EXPECT_EQ(empty.student.layers, 3);
+}
+
+TEST(Distill, RecipeErrorsNameFileAndKey) {
+  auto dir = ct::scratch_dir("distill_recipe_errors");
+  auto check = [&](const std::string& name, const std::string& yaml, const std::vector<std::string>& needles) {
+    auto p = write(dir, name, yaml);
+    auto msg = error_of([&] { pipeline::load_recipe(p); });
+    EXPECT_HAS(msg, p.string() + ":");
+    for (const auto& n : needles) EXPECT_HAS(msg, n);
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  };
+  check("top.yaml", "studnet: {layers: 2}\n", {"unknown key 'studnet'"});
+  check("nested.yaml", "train: {epoch: 2}\n", {"unknown key 'train.epoch'"});
+  check("student_key.yaml", "student: {layer: 2}\n", {"unknown key 'student.layer'"});
+  check("type.yaml", "train: {epochs: three}\n", {"'train.epochs'", "three"});
+  check("type_float.yaml", "distill: {temperature: hot}\n", {"'distill.temperature'", "hot"});
+  check("type_list.yaml", "student: {init_layers: 2x}\n", {"'student.init_layers'"});
+  check("loss.yaml", "distill: {loss: kld}\n", {"'distill.loss'", "'kld'"});
+  check("task.yaml", "task: foo\n", {"field 'task'", "unknown task 'foo'"});
+  check("task_type.yaml", "task: {name: sst2}\n", {"field 'task' has an invalid value"});
+  check("range.yaml", "distill: {alpha: 1.5}\n", {"'alpha'"});
+  check("range_train.yaml", "train: {batch_size: 0}\n", {"'batch_size'"});
+  check("not_map.yaml", "student: 3\n", {"'student' must be a mapping"});
+  check("yaml.yaml", "train: {epochs: [1, 2\n", {"not valid YAML"});
+  auto missing = dir / "missing.yaml";
+  EXPECT_HAS(error_of([&] { pipeline::load_recipe(missing); }), missing.string() + ": recipe file not found");
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end
+
+TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
+  if (teacher_dir().empty() || ct::glue_dir("SST-2").empty()) GTEST_SKIP() << "teacher vocabulary or SST-2 missing";
+  auto tok = condense::text::WordPieceTokenizer::from_directory(teacher_dir());
+  auto full = data::read_glue_split(data::Task::SST2, ct::glue_dir("SST-2"), "train");
+  auto train_set = data::take_subset(full, 200, 1);
+  auto enc = train::encode(train_set, tok, 32);
+
+  // A 2-layer teacher fine-tuned briefly (at a high rate, so that its outputs are confident and
+  // far from those of a random network).
+  auto teacher = tiny_model(2, 1, tok.vocab_size());
+  train::finetune(teacher, enc, TrainOptions().with_epochs(4).with_batch_size(16).with_learning_rate(5e-3).with_seed(1));
+  auto teacher_logits = train::predict_logits(teacher, enc);
+  ASSERT_EQ(teacher_logits.size(0), 200);
+  ASSERT_GT((teacher_logits.select(1, 0) - teacher_logits.select(1, 1)).abs().mean().item<double>(), 0.5);
+
+  // A 1-layer student of the same width. Copying teacher layers would start it almost on the
+  // teacher (a random-init BERT layer barely changes the [CLS] path), so it starts from scratch.
+  const auto sopts = StudentOptions().with_layers(1).with_init("scratch");
+  auto student = distill::make_student(teacher, sopts, 2);
+  const double kl_before = val(distill::soft_target_loss(train::predict_logits(student, enc), teacher_logits, 1.0));
+  ASSERT_GT(kl_before, 0.05);
+
+  // 200 / 16 = 13 steps per epoch, 3 epochs = 39 steps: while fewer than 50 steps have run,
+  // Progress::loss is the mean of all of them, so each step's loss can be recovered.
+  std::vector<double> step_loss;
+  double prev_sum = 0;
+  auto o = DistillOptions().with_alpha(0.5).with_temperature(2.0).with_train(
+      TrainOptions().with_epochs(3).with_batch_size(16).with_learning_rate(2e-3).with_seed(2));
+  o.train.on_progress = [&](const train::Progress& p) {
+    const double sum = p.loss * static_cast<double>(p.step);
+    step_loss.push_back(sum - prev_sum);
+    prev_sum = sum;
+  };
+  auto r = distill::distill(student, teacher, enc, o);  // the cache is computed inside
+  EXPECT_TRUE(r.finished);
+  ASSERT_EQ(r.steps, 39);
+  ASSERT_EQ(step_loss.size(), 39u);
+  auto epoch_mean = [&](int e) {
+    double s = 0;
+    for (int i = 13 * e; i < 13 * (e + 1); ++i) s += step_loss[static_cast<std::size_t>(i)];
+    return s / 13;
+  };
+  EXPECT_NEAR(epoch_mean(2), r.mean_loss_last_epoch, 1e-6);
+  EXPECT_LT(epoch_mean(2), epoch_mean(0));
+
+  const double kl_after = val(distill::soft_target_loss(train::predict_logits(student, enc), teacher_logits, 1.0));
+  EXPECT_LT(kl_after, kl_before);
+  std::cerr << "KL(teacher || student) " << kl_before << " -> " << kl_after << ", epoch loss " << epoch_mean(0) << " -> "
+            << epoch_mean(2) << "\n";
+
+  // The teacher is untouched by distillation.
+  EXPECT_TRUE(torch::equal(train::predict_logits(teacher, enc), teacher_logits));
+
+  // Passing the cache gives the same result as computing it inside.
+  auto student2 = distill::make_student(teacher, sopts, 2);
+  auto o2 = o;
+  o2.train.on_progress = nullptr;
+  distill::distill(student2, teacher, enc, o2, teacher_logits);
+  EXPECT_TRUE(torch::equal(student2->classifier->weight, student->classifier->weight));
+}
+
+}  // namespace
