@@ -48,7 +48,8 @@ TORCH_PREFIX="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_pat
 export CONDENSE_TEACHER_DIR CONDENSE_PYTHON="$PY" CONDENSE_CLI="$BUILD/condense" CONDENSE_ROOT="$ROOT"
 
 # 4. Configure and build.
-export CCACHE_DIR="$CACHE/ccache"
+# BASEDIR makes cache hits independent of where the clone lives (CI uses a fresh clone).
+export CCACHE_DIR="$CACHE/ccache" CCACHE_BASEDIR="$ROOT"
 step "building in $BUILD"
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" \
   -DCONDENSE_PYTHON="$PY" -DCONDENSE_TEACHER_DIR="$CONDENSE_TEACHER_DIR" >/dev/null || die "cmake configure failed"
