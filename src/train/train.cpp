@@ -132,7 +132,14 @@ struct LoopState {
 
 const char* kStateFile = "train_state.pt";
 
-void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, const LoopState& s) {
+// What a resumed run must share with the interrupted one for its schedule and batches to match.
+torch::Tensor run_shape(const TrainOptions& o, std::size_t examples) {
+  return torch::tensor({o.epochs, o.batch_size, static_cast<int64_t>(o.seed), static_cast<int64_t>(examples)},
+                       torch::kInt64);
+}
+
+void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, const LoopState& s,
+                const torch::Tensor& shape) {
   ensure_directory(dir);
   torch::serialize::OutputArchive ar, model_ar, opt_ar;
   model->save(model_ar);
@@ -141,6 +148,7 @@ void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::Ad
   ar.write("optimizer", opt_ar);
   ar.write("rng", rng_state());
   ar.write("step", torch::tensor(s.step, torch::kInt64));
+  ar.write("run_shape", shape);
   ar.write("loss", torch::tensor({s.epoch_loss_sum, static_cast<double>(s.epoch_loss_count), s.last_epoch_mean},
                                  torch::kFloat64));
   AtomicFile f(dir / kStateFile);
@@ -151,12 +159,25 @@ void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::Ad
   f.commit();
 }
 
-bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, LoopState& s) {
+bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, LoopState& s,
+                const torch::Tensor& shape) {
   const auto path = dir / kStateFile;
   if (!fs::exists(path)) return false;
   torch::serialize::InputArchive ar, model_ar, opt_ar;
+  torch::Tensor saved_shape;
   try {
     ar.load_from(path.string());
+    ar.read("run_shape", saved_shape);
+  } catch (const c10::Error& e) {
+    fail("{}: cannot read training state ({})", path.string(), e.what_without_backtrace());
+  }
+  static const char* kFields[] = {"epochs", "batch_size", "seed", "training examples"};
+  for (int i = 0; i < 4; ++i) {
+    const auto was = saved_shape[i].item<int64_t>(), now = shape[i].item<int64_t>();
+    CONDENSE_CHECK(was == now, "{}: field '{}' was {} in the interrupted run but is {} now; resume needs the same value",
+                   path.string(), kFields[i], was, now);
+  }
+  try {
     ar.read("model", model_ar);
     ar.read("optimizer", opt_ar);
     model->load(model_ar);
@@ -191,7 +212,8 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
   auto opt = make_optimizer(model, o);
   LoopState s;
   TrainResult result;
-  if (o.resume && load_state(o.state_dir, model, *opt, s)) result.resumed_from = s.step;
+  const auto shape = run_shape(o, train.size());
+  if (o.resume && load_state(o.state_dir, model, *opt, s, shape)) result.resumed_from = s.step;
 
   model->train();
   std::deque<double> recent;
@@ -204,6 +226,8 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
 
   while (s.step < total) {
     if (o.stop_after >= 0 && s.step >= o.stop_after) {
+      // An interrupted run keeps its exact position so that --resume continues from here.
+      if (!o.state_dir.empty()) save_state(o.state_dir, model, *opt, s, shape);
       result.finished = false;
       break;
     }
@@ -221,8 +245,9 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
     opt->zero_grad();
     auto loss = loss_fn(model, batch);
     const double value = loss.item<double>();
-    CONDENSE_CHECK(std::isfinite(value), "step {}: training loss is {} (learning rate {:.3g}); stopping without writing a model",
-                   s.step, value, lr);
+    CONDENSE_CHECK(std::isfinite(value),
+                   "step {}: training loss is {} (learning rate {:.3g}); stopping without writing a model", s.step,
+                   std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf"), lr);
     loss.backward();
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.max_grad_norm);
     opt->step();
@@ -242,7 +267,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
       recent_sum -= recent.front();
       recent.pop_front();
     }
-    if (o.save_every > 0 && (s.step % o.save_every == 0 || s.step == total)) save_state(o.state_dir, model, *opt, s);
+    if (o.save_every > 0 && (s.step % o.save_every == 0 || s.step == total)) save_state(o.state_dir, model, *opt, s, shape);
     if (o.on_progress) {
       const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
       Progress p;

@@ -7,11 +7,10 @@
 // 32, 2 heads, FFN 64) with the teacher's vocabulary, saved as a Hugging Face folder, and a data
 // folder with the first 300 SST-2 train rows and 100 dev rows.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <chrono>
@@ -58,7 +57,7 @@ void spit(const fs::path& p, const std::string& bytes) {
 // Running the binary
 
 struct Result {
-  int exit_code = -1;   ///< exit status, or -signal when killed
+  int exit_code = -1;  ///< exit status, or -signal when killed
   std::string out, err;
 };
 
@@ -142,9 +141,9 @@ std::string head_of(const fs::path& tsv, int rows) {
 }
 
 struct Fixture {
-  fs::path work;      ///< this test's scratch folder
-  fs::path model;     ///< tiny random model folder (config.json, model.safetensors, vocab.txt, ...)
-  fs::path data;      ///< SST-2 folder with 300 train and 100 dev rows
+  fs::path work;   ///< this test's scratch folder
+  fs::path model;  ///< tiny random model folder (config.json, model.safetensors, vocab.txt, ...)
+  fs::path data;   ///< SST-2 folder with 300 train and 100 dev rows
   int64_t parameters = 0;
 };
 
@@ -167,7 +166,7 @@ Fixture make_fixture(const std::string& name) {
   return f;
 }
 
-#define FIXTURE(f)                             \
+#define FIXTURE(f)                                                                        \
   auto f = make_fixture(::testing::UnitTest::GetInstance()->current_test_info()->name()); \
   if (f.work.empty()) GTEST_SKIP() << "CONDENSE_CLI, CONDENSE_TEACHER_DIR or SST-2 data missing"
 
@@ -199,9 +198,9 @@ void expect_one_line_error(const Fixture& f, const std::vector<std::string>& arg
   EXPECT_TRUE(leftovers(out).empty()) << "left behind: " << leftovers(out).front();
 }
 
-std::vector<std::string> finetune_args(const Fixture& f, const fs::path& model, const fs::path& data, const fs::path& out) {
-  return {"finetune", "--model", model.string(), "--data", data.string(), "--out", out.string(),
-          "--epochs", "1", "--quiet"};
+std::vector<std::string> finetune_args(const fs::path& model, const fs::path& data, const fs::path& out) {
+  return {"finetune", "--model",    model.string(), "--data", data.string(),
+          "--out",    out.string(), "--epochs",     "1",      "--quiet"};
 }
 
 /// A copy of the tiny model folder that a test may damage.
@@ -218,14 +217,13 @@ TEST(Cli, MissingModelDir) {
   FIXTURE(f);
   auto out = f.work / "out";
   auto missing = f.work / "no_such_model";
-  expect_one_line_error(f, finetune_args(f, missing, f.data, out), out, {missing.string()});
+  expect_one_line_error(f, finetune_args(missing, f.data, out), out, {missing.string()});
   expect_one_line_error(f, {"eval", "--model", missing.string(), "--data", f.data.string()}, out, {missing.string()});
   expect_one_line_error(f, {"inspect", "--model", missing.string()}, out, {missing.string()});
   // A folder with the tokenizer but no weights names the weights file.
   auto no_weights = model_copy(f, "no_weights");
   fs::remove(no_weights / "model.safetensors");
-  expect_one_line_error(f, finetune_args(f, no_weights, f.data, out), out,
-                        {(no_weights / "model.safetensors").string()});
+  expect_one_line_error(f, finetune_args(no_weights, f.data, out), out, {(no_weights / "model.safetensors").string()});
 }
 
 TEST(Cli, TruncatedSafetensors) {
@@ -234,9 +232,9 @@ TEST(Cli, TruncatedSafetensors) {
   auto m = model_copy(f, "truncated");
   const auto file = m / "model.safetensors";
   fs::resize_file(file, fs::file_size(file) / 2);
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string()});
+  expect_one_line_error(f, finetune_args(m, f.data, out), out, {file.string()});
   fs::resize_file(file, 5);  // shorter than the length prefix
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string(), "8-byte"});
+  expect_one_line_error(f, finetune_args(m, f.data, out), out, {file.string(), "8-byte"});
   expect_one_line_error(f, {"bench", "--model", m.string(), "--seconds", "0.1"}, out, {file.string()});
 }
 
@@ -250,7 +248,7 @@ TEST(Cli, HostileSafetensorsHeader) {
   bytes[7] = static_cast<char>(0x80);
   bytes += "{\"a\":{}}";
   spit(file, bytes);
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {file.string(), "header length"});
+  expect_one_line_error(f, finetune_args(m, f.data, out), out, {file.string(), "header length"});
   expect_one_line_error(f, {"inspect", "--model", m.string(), "--json"}, out, {file.string(), "header length"});
 }
 
@@ -261,25 +259,25 @@ TEST(Cli, ConfigAndWeightsDisagree) {
   auto cfg = json::parse(slurp(m / "config.json"));
   cfg["intermediate_size"] = 128;
   spit(m / "config.json", cfg.dump(2));
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out,
-                        {(m / "model.safetensors").string(), "bert.encoder.layer.0.intermediate.dense.weight",
-                         "[64,32]", "[128,32]"});
+  expect_one_line_error(
+      f, finetune_args(m, f.data, out), out,
+      {(m / "model.safetensors").string(), "bert.encoder.layer.0.intermediate.dense.weight", "[64,32]", "[128,32]"});
   // Fewer layers in the config than in the file.
   cfg["intermediate_size"] = 64;
   cfg["num_hidden_layers"] = 1;
   spit(m / "config.json", cfg.dump(2));
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {"encoder.layer.1", "num_hidden_layers=1"});
+  expect_one_line_error(f, finetune_args(m, f.data, out), out, {"encoder.layer.1", "num_hidden_layers=1"});
   // A config field with a bad value names the file and the field.
   cfg["num_hidden_layers"] = 2;
   cfg["hidden_size"] = -4;
   spit(m / "config.json", cfg.dump(2));
-  expect_one_line_error(f, finetune_args(f, m, f.data, out), out, {(m / "config.json").string(), "hidden_size"});
+  expect_one_line_error(f, finetune_args(m, f.data, out), out, {(m / "config.json").string(), "hidden_size"});
 }
 
 TEST(Cli, UnknownTask) {
   FIXTURE(f);
   auto out = f.work / "out";
-  auto args = finetune_args(f, f.model, f.data, out);
+  auto args = finetune_args(f.model, f.data, out);
   args.insert(args.end(), {"--task", "foo"});
   expect_one_line_error(f, args, out, {"unknown task 'foo'"});
   expect_one_line_error(f, {"eval", "--model", f.model.string(), "--data", f.data.string(), "--task", "foo"}, out,
@@ -293,10 +291,10 @@ TEST(Cli, EmptyDataset) {
   fs::create_directories(data);
   spit(data / "train.tsv", "sentence\tlabel\n");
   spit(data / "dev.tsv", head_of(f.data / "dev.tsv", 10));
-  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string(), "no examples"});
+  expect_one_line_error(f, finetune_args(f.model, data, out), out, {(data / "train.tsv").string(), "no examples"});
   // A missing split file is named too.
   fs::remove(data / "train.tsv");
-  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string()});
+  expect_one_line_error(f, finetune_args(f.model, data, out), out, {(data / "train.tsv").string()});
 }
 
 TEST(Cli, MalformedTsvRow) {
@@ -306,9 +304,9 @@ TEST(Cli, MalformedTsvRow) {
   fs::create_directories(data);
   spit(data / "train.tsv", "sentence\tlabel\na fine movie \t1\nno label here\nanother \t0\n");
   spit(data / "dev.tsv", head_of(f.data / "dev.tsv", 10));
-  expect_one_line_error(f, finetune_args(f, f.model, data, out), out, {(data / "train.tsv").string() + ":3:"});
+  expect_one_line_error(f, finetune_args(f.model, data, out), out, {(data / "train.tsv").string() + ":3:"});
   spit(data / "train.tsv", "sentence\tlabel\na fine movie \t1\nbad label \t7\n");
-  expect_one_line_error(f, finetune_args(f, f.model, data, out), out,
+  expect_one_line_error(f, finetune_args(f.model, data, out), out,
                         {(data / "train.tsv").string() + ":3:", "bad label '7'"});
 }
 
@@ -317,8 +315,8 @@ TEST(Cli, BadRecipe) {
   auto out = f.work / "student";
   auto recipe = f.work / "bad.yaml";
   spit(recipe, "student: {layers: 1}\ntrain: {epoch: 2}\n");
-  auto args = std::vector<std::string>{"distill", "--teacher", f.model.string(), "--data", f.data.string(),
-                                       "--recipe", recipe.string(), "--out", out.string(), "--quiet"};
+  auto args = std::vector<std::string>{"distill",  "--teacher",     f.model.string(), "--data",     f.data.string(),
+                                       "--recipe", recipe.string(), "--out",          out.string(), "--quiet"};
   expect_one_line_error(f, args, out, {recipe.string(), "unknown key 'train.epoch'"});
   spit(recipe, "distill: {loss: kld}\n");
   expect_one_line_error(f, args, out, {recipe.string(), "distill.loss", "'kld'"});
@@ -329,30 +327,39 @@ TEST(Cli, BadRecipe) {
   fs::remove(recipe);
   expect_one_line_error(f, args, out, {recipe.string(), "not found"});
   // A bad student shape from flags.
-  args = {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "2",
-          "--init-layers", "0,5", "--epochs", "1", "--out", out.string(), "--quiet"};
+  args = {"distill",       "--teacher", f.model.string(), "--data", f.data.string(), "--layers",   "2",
+          "--init-layers", "0,5",       "--epochs",       "1",      "--out",         out.string(), "--quiet"};
   expect_one_line_error(f, args, out, {"init_layers", "teacher layer 5 does not exist"});
 }
 
 TEST(Cli, BadTrainingFlag) {
   FIXTURE(f);
   auto out = f.work / "out";
-  auto args = finetune_args(f, f.model, f.data, out);
+  auto args = finetune_args(f.model, f.data, out);
   args.insert(args.end(), {"--warmup", "1.5"});
   expect_one_line_error(f, args, out, {"'warmup_ratio'"});
   // Flag-parsing errors follow the same one-line rule.
   expect_one_line_error(f, {"finetune", "--model", f.model.string(), "--data", f.data.string()}, out, {"--out"});
-  args = finetune_args(f, f.model, f.data, out);
-  args.insert(args.end(), {"--epochs", "abc"});
-  expect_one_line_error(f, args, out, {"--epochs", "abc"});
-  args = finetune_args(f, f.model, f.data, out);
+  args = finetune_args(f.model, f.data, out);
+  args.insert(args.end(), {"--batch-size", "abc"});
+  expect_one_line_error(f, args, out, {"--batch-size", "abc"});
+  args = finetune_args(f.model, f.data, out);
   args.push_back("--no-such-flag");
   expect_one_line_error(f, args, out, {"--no-such-flag"});
-  expect_one_line_error(f, {"frobnicate"}, out, {"frobnicate"});
+  expect_one_line_error(f, {"frobnicate"}, out, {"subcommand"});
   // --help is not an error.
   auto h = run(f.work, {"finetune", "--help"});
   EXPECT_EQ(h.exit_code, 0) << show(h);
   EXPECT_NE(h.out.find("--save-every"), std::string::npos) << show(h);
+}
+
+TEST(Cli, DivergingTrainingWritesNothing) {
+  FIXTURE(f);
+  auto out = f.work / "out";
+  // A learning rate of 1e30 sends the loss to NaN within a step or two.
+  auto args = finetune_args(f.model, f.data, out);
+  args.insert(args.end(), {"--lr", "1e30", "--warmup", "0", "--threads", "1"});
+  expect_one_line_error(f, args, out, {"training loss is", "NaN", "without writing a model"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -362,12 +369,31 @@ std::vector<std::string> resumable_args(const Fixture& f, const fs::path& out, c
   // 300 rows / batch 8 = 38 steps per epoch, 76 in all; state every 5 steps. One thread: two
   // OpenMP threads are several times slower on a loaded two-core machine, and a model trained
   // with 1 thread differs in the last bits from one trained with 2 (both runs must match).
-  return {"finetune", "--model", f.model.string(), "--data", f.data.string(), "--out", out.string(),
-          "--epochs", "2", "--batch-size", "8", "--lr", "1e-3", "--save-every", "5", "--seed", "7", "--quiet",
-          "--threads", threads};
+  return {"finetune",
+          "--model",
+          f.model.string(),
+          "--data",
+          f.data.string(),
+          "--out",
+          out.string(),
+          "--epochs",
+          "2",
+          "--batch-size",
+          "8",
+          "--lr",
+          "1e-3",
+          "--save-every",
+          "5",
+          "--seed",
+          "7",
+          "--quiet",
+          "--threads",
+          threads};
 }
 
-json metrics_of(const fs::path& model_dir) { return json::parse(slurp(model_dir / "metrics.json")); }
+json metrics_of(const fs::path& model_dir) {
+  return json::parse(slurp(model_dir / "metrics.json"));
+}
 
 void expect_same_model(const fs::path& a, const fs::path& b) {
   ASSERT_TRUE(fs::exists(a / "model.safetensors"));
@@ -443,7 +469,8 @@ TEST(Cli, StopAfterThenResumeIsBitExact) {
   auto ex = run(f.work, {"export", "--model", f.model.string(), "--state", c.string() + ".state", "--out",
                          (f.work / "C_step20").string()});
   ASSERT_EQ(ex.exit_code, 0) << show(ex);
-  auto ev20 = run(f.work, {"eval", "--model", (f.work / "C_step20").string(), "--data", f.data.string(), "--threads", "1"});
+  auto ev20 =
+      run(f.work, {"eval", "--model", (f.work / "C_step20").string(), "--data", f.data.string(), "--threads", "1"});
   EXPECT_EQ(ev20.exit_code, 0) << show(ev20);
 
   args = resumable_args(f, c);

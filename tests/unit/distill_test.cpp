@@ -56,9 +56,9 @@ std::string error_of(F&& f) {
   return "";
 }
 
-#define EXPECT_HAS(haystack, needle)                                                   \
-  do {                                                                                 \
-    const std::string h_ = (haystack);                                                 \
+#define EXPECT_HAS(haystack, needle)                                                              \
+  do {                                                                                            \
+    const std::string h_ = (haystack);                                                            \
     EXPECT_NE(h_.find(needle), std::string::npos) << "'" << h_ << "' lacks '" << (needle) << "'"; \
   } while (0)
 
@@ -97,7 +97,9 @@ Batch labels_batch(std::vector<int64_t> labels, std::vector<float> scores = {}) 
   return b;
 }
 
-double val(const torch::Tensor& t) { return t.item<double>(); }
+double val(const torch::Tensor& t) {
+  return t.item<double>();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Losses
@@ -221,9 +223,13 @@ TEST(Distill, ResolveInitLayers) {
   EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(1), 6), (V{0}));
   EXPECT_EQ(distill::resolve_init_layers(StudentOptions().with_layers(3).with_init_layers({5, 1, 1}), 6), (V{5, 1, 1}));
 
-  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(3).with_init_layers({0, 2}), 6); }),
+  EXPECT_HAS(error_of([] {
+               distill::resolve_init_layers(StudentOptions().with_layers(3).with_init_layers({0, 2}), 6);
+             }),
              "lists 2 layers but the student has 3");
-  EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(2).with_init_layers({0, 6}), 6); }),
+  EXPECT_HAS(error_of([] {
+               distill::resolve_init_layers(StudentOptions().with_layers(2).with_init_layers({0, 6}), 6);
+             }),
              "teacher layer 6 does not exist (teacher has 6)");
   EXPECT_HAS(error_of([] { distill::resolve_init_layers(StudentOptions().with_layers(1).with_init_layers({-1}), 6); }),
              "teacher layer -1 does not exist");
@@ -253,8 +259,9 @@ void expect_same(const std::map<std::string, torch::Tensor>& a, const std::map<s
 TEST(Distill, MakeStudentCopiesTheChosenTeacherLayers) {
   auto teacher = tiny_model(4, 1);
   // An explicit, non-monotone map; then the default (4 -> 2: layers 0 and 2).
-  for (auto [opts, map] : {std::pair{StudentOptions().with_layers(2).with_init_layers({3, 1}), std::vector<int64_t>{3, 1}},
-                           std::pair{StudentOptions().with_layers(2), std::vector<int64_t>{0, 2}}}) {
+  for (auto [opts, map] :
+       {std::pair{StudentOptions().with_layers(2).with_init_layers({3, 1}), std::vector<int64_t>{3, 1}},
+        std::pair{StudentOptions().with_layers(2), std::vector<int64_t>{0, 2}}}) {
     auto student = distill::make_student(teacher, opts, 5);
     EXPECT_EQ(student->config().num_hidden_layers, 2);
     EXPECT_EQ(student->config().hidden_size, 32);
@@ -291,9 +298,12 @@ TEST(Distill, MakeStudentFromScratchAndWidthChecks) {
 
   EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_init("copy"), 5); }),
              "'init' is 'copy'");
-  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_num_attention_heads(3), 5); }),
-             "student options");
-  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_init_layers({4, 0}), 5); }),
+  EXPECT_HAS(
+      error_of([&] { distill::make_student(teacher, StudentOptions().with_layers(2).with_num_attention_heads(3), 5); }),
+      "student options");
+  EXPECT_HAS(error_of([&] {
+               distill::make_student(teacher, StudentOptions().with_layers(2).with_init_layers({4, 0}), 5);
+             }),
              "teacher layer 4 does not exist");
 }
 
@@ -306,9 +316,12 @@ TEST(Distill, DistillChecksTeacherAndCache) {
   d.labels = {0, 1};
   d.scores = {0, 0};
   auto o = DistillOptions().with_train(TrainOptions().with_epochs(1).with_batch_size(2));
-  EXPECT_HAS(error_of([&] { distill::distill(student3, teacher, d, o); }), "student has 3 outputs but the teacher has 2");
+  EXPECT_HAS(error_of([&] { distill::distill(student3, teacher, d, o); }),
+             "student has 3 outputs but the teacher has 2");
   auto student = tiny_model(1, 2);
-  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, d, o, torch::zeros({3, 2})); }),
+  EXPECT_HAS(error_of([&] {
+               distill::distill(student, teacher, d, o, torch::zeros({3, 2}));
+             }),
              "teacher cache has 3 rows but the training set has 2");
   EXPECT_HAS(error_of([&] { distill::distill(student, teacher, d, DistillOptions(o).with_alpha(2)); }), "'alpha'");
   auto r = distill::distill(student, teacher, d, o);
@@ -401,7 +414,8 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   // A 2-layer teacher fine-tuned briefly (at a high rate, so that its outputs are confident and
   // far from those of a random network).
   auto teacher = tiny_model(2, 1, tok.vocab_size());
-  train::finetune(teacher, enc, TrainOptions().with_epochs(4).with_batch_size(16).with_learning_rate(5e-3).with_seed(1));
+  train::finetune(teacher, enc,
+                  TrainOptions().with_epochs(4).with_batch_size(16).with_learning_rate(5e-3).with_seed(1));
   auto teacher_logits = train::predict_logits(teacher, enc);
   ASSERT_EQ(teacher_logits.size(0), 200);
   ASSERT_GT((teacher_logits.select(1, 0) - teacher_logits.select(1, 1)).abs().mean().item<double>(), 0.5);
@@ -418,7 +432,7 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   std::vector<double> step_loss;
   double prev_sum = 0;
   auto o = DistillOptions().with_alpha(0.5).with_temperature(2.0).with_train(
-      TrainOptions().with_epochs(3).with_batch_size(16).with_learning_rate(2e-3).with_seed(2));
+      TrainOptions().with_epochs(3).with_batch_size(16).with_learning_rate(1e-2).with_seed(2));
   o.train.on_progress = [&](const train::Progress& p) {
     const double sum = p.loss * static_cast<double>(p.step);
     step_loss.push_back(sum - prev_sum);
@@ -437,9 +451,9 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   EXPECT_LT(epoch_mean(2), epoch_mean(0));
 
   const double kl_after = val(distill::soft_target_loss(train::predict_logits(student, enc), teacher_logits, 1.0));
-  EXPECT_LT(kl_after, kl_before);
-  std::cerr << "KL(teacher || student) " << kl_before << " -> " << kl_after << ", epoch loss " << epoch_mean(0) << " -> "
-            << epoch_mean(2) << "\n";
+  EXPECT_LT(kl_after, 0.9 * kl_before);  // 0.285 -> 0.218 on the reference machine
+  std::cerr << "KL(teacher || student) " << kl_before << " -> " << kl_after << ", epoch loss " << epoch_mean(0)
+            << " -> " << epoch_mean(2) << "\n";
 
   // The teacher is untouched by distillation.
   EXPECT_TRUE(torch::equal(train::predict_logits(teacher, enc), teacher_logits));
@@ -450,6 +464,14 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   o2.train.on_progress = nullptr;
   distill::distill(student2, teacher, enc, o2, teacher_logits);
   EXPECT_TRUE(torch::equal(student2->classifier->weight, student->classifier->weight));
+
+  // Running the teacher on every batch instead (cache_teacher = false) trains the same student up
+  // to float rounding: the teacher then sees each batch padded differently, nothing else changes.
+  auto student3 = distill::make_student(teacher, sopts, 2);
+  distill::distill(student3, teacher, enc, DistillOptions(o2).with_cache_teacher(false));
+  const double diff = (student3->classifier->weight - student->classifier->weight).abs().max().item<double>();
+  std::cerr << "uncached vs cached teacher: max classifier weight diff " << diff << "\n";
+  EXPECT_LT(diff, 1e-4);
 }
 
 }  // namespace

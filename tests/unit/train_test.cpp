@@ -96,8 +96,8 @@ bool load_sst2(Sst2Fixture& f, std::size_t n, int max_length = 32) {
   return true;
 }
 
-#define REQUIRE_SST2(f, n)                                                          \
-  Sst2Fixture f;                                                                    \
+#define REQUIRE_SST2(f, n) \
+  Sst2Fixture f;           \
   if (!load_sst2(f, n)) GTEST_SKIP() << "CONDENSE_TEACHER_DIR or SST-2 data missing"
 
 void expect_same_weights(BertClassifier& a, BertClassifier& b) {
@@ -250,7 +250,7 @@ TEST(Train, NanLossStopsWithoutWritingState) {
       return logits.sum() * std::numeric_limits<float>::quiet_NaN();
     });
   });
-  EXPECT_NE(msg.find("loss is nan"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("loss is NaN"), std::string::npos) << msg;
   EXPECT_NE(msg.find("step 0"), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(dir / "state" / "train_state.pt"));
   EXPECT_TRUE(fs::is_empty(dir));
@@ -264,7 +264,7 @@ TEST(Train, NanLossStopsWithoutWritingState) {
       return ++calls == 3 ? loss * std::numeric_limits<float>::infinity() : loss;
     });
   });
-  EXPECT_NE(msg2.find("step 2: training loss is inf"), std::string::npos) << msg2;
+  EXPECT_NE(msg2.find("step 2: training loss is +Inf"), std::string::npos) << msg2;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ void check_resume(int64_t stop_after) {
   auto rr = train::finetune(resumed, f.enc, TrainOptions(base).with_state_dir(dir / "cut").with_resume());
   EXPECT_TRUE(rr.finished);
   EXPECT_EQ(rr.steps, 24);
-  EXPECT_EQ(rr.resumed_from, stop_after / 3 * 3);  // the last save at or before the cut
+  EXPECT_EQ(rr.resumed_from, stop_after);  // stopping saves the exact position, between saves too
   EXPECT_EQ(rr.mean_loss_last_epoch, rf.mean_loss_last_epoch);
   expect_same_weights(resumed, full);
 
@@ -331,9 +331,13 @@ void check_resume(int64_t stop_after) {
   expect_same_weights(again, full);
 }
 
-TEST(Resume, StopAtASaveThenResumeIsBitExact) { check_resume(9); }
+TEST(Resume, StopAtASaveThenResumeIsBitExact) {
+  check_resume(9);
+}
 
-TEST(Resume, StopBetweenSavesReplaysFromTheLastSave) { check_resume(10); }
+TEST(Resume, StopBetweenSavesKeepsTheExactPosition) {
+  check_resume(10);
+}
 
 TEST(Resume, WithoutStateStartsFresh) {
   REQUIRE_SST2(f, 16);
@@ -345,6 +349,24 @@ TEST(Resume, WithoutStateStartsFresh) {
   auto r = train::finetune(b, f.enc, TrainOptions(o).with_state_dir(dir / "none").with_resume());
   EXPECT_EQ(r.resumed_from, 0);
   expect_same_weights(a, b);
+}
+
+TEST(Resume, ChangedRunShapeIsAnErrorNamingTheField) {
+  // Resuming with another batch size, seed, epoch count or training set would silently follow
+  // another schedule and batch order; the state records them and refuses.
+  REQUIRE_SST2(f, 16);
+  auto dir = ct::scratch_dir("train_resume_shape");
+  auto o = TrainOptions().with_epochs(2).with_batch_size(4).with_seed(4).with_state_dir(dir);
+  auto m = tiny_model(f.tokenizer->vocab_size(), 8);
+  train::finetune(m, f.enc, TrainOptions(o).with_stop_after(2));
+  ASSERT_TRUE(fs::exists(dir / "train_state.pt"));
+  auto msg = error_of([&] { train::finetune(m, f.enc, TrainOptions(o).with_batch_size(8).with_resume()); });
+  EXPECT_NE(msg.find("field 'batch_size' was 4 in the interrupted run but is 8 now"), std::string::npos) << msg;
+  msg = error_of([&] { train::finetune(m, f.enc, TrainOptions(o).with_seed(5).with_resume()); });
+  EXPECT_NE(msg.find("field 'seed' was 4"), std::string::npos) << msg;
+  auto r = train::finetune(m, f.enc, TrainOptions(o).with_resume());
+  EXPECT_EQ(r.resumed_from, 2);
+  EXPECT_TRUE(r.finished);
 }
 
 TEST(Resume, CorruptStateIsAnErrorNamingTheFile) {

@@ -62,6 +62,9 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto teacher_logits = o.cache_teacher ? train::predict_logits(teacher, enc_train) : torch::Tensor();
   const double cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
+  if (o.train.resume && tr.resumed_from == 0) {
+    fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
+  }
   if (!tr.finished) {
     fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
     return;

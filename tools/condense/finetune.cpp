@@ -34,6 +34,9 @@ void run(const FinetuneArgs& a) {
   auto enc_train = train::encode(train_set, tokenizer, max_len);
   auto enc_dev = train::encode(dev, tokenizer, max_len);
   auto tr = train::finetune(model, enc_train, o);
+  if (o.resume && tr.resumed_from == 0) {
+    fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.state_dir.string());
+  }
   if (!tr.finished) {
     fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.state_dir.string());
     return;
