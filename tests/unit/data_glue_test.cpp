@@ -14,6 +14,8 @@
 
 namespace {
 
+using condense::testing::error_of;
+
 using condense::Error;
 using condense::data::bucket_batches;
 using condense::data::Dataset;
@@ -25,18 +27,6 @@ using condense::data::Task;
 using condense::data::task_info;
 namespace fs = std::filesystem;
 namespace ct = condense::testing;
-
-/// The message of the condense::Error `f` throws ("" and a test failure when it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected condense::Error";
-  return "";
-}
 
 fs::path write_fixture(const fs::path& dir, const std::string& name, const std::string& bytes) {
   fs::path p = dir / name;

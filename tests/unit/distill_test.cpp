@@ -22,6 +22,9 @@
 
 namespace {
 
+using condense::testing::error_of;
+using condense::testing::teacher_dir;
+
 using condense::Error;
 using condense::distill::DistillOptions;
 using condense::distill::SoftLoss;
@@ -45,27 +48,11 @@ class SingleThread : public ::testing::Environment {
 };
 [[maybe_unused]] ::testing::Environment* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThread);
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected condense::Error";
-  return "";
-}
-
 #define EXPECT_HAS(haystack, needle)                                                              \
   do {                                                                                            \
     const std::string h_ = (haystack);                                                            \
     EXPECT_NE(h_.find(needle), std::string::npos) << "'" << h_ << "' lacks '" << (needle) << "'"; \
   } while (0)
-
-fs::path teacher_dir() {
-  const char* t = std::getenv("CONDENSE_TEACHER_DIR");
-  return t && *t ? fs::path(t) : fs::path();
-}
 
 BertConfig tiny_config(int64_t layers, int64_t vocab_size = 64, int64_t num_labels = 2) {
   BertConfig c;

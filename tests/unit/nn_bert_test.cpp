@@ -33,6 +33,8 @@ using condense::nn::LoadReport;
 
 namespace {
 
+using condense::testing::error_of;
+
 // Every comparison with transformers uses this bound: both sides compute in float32 on the CPU,
 // so the differences are rounding only (observed ~1e-6); a wrong mask, scale, activation or
 // LayerNorm eps is off by 1e-2 or more.
@@ -41,15 +43,6 @@ constexpr double kTolerance = 1e-4;
 std::string env(const char* name) {
   const char* v = std::getenv(name);
   return v ? v : "";
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const condense::Error& e) {
-    return e.what();
-  }
-  return "(no condense::Error thrown)";
 }
 
 std::string quote(const std::string& s) {

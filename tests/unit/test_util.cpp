@@ -29,4 +29,9 @@ std::filesystem::path scratch_dir(const std::string& name) {
   return root;
 }
 
+std::filesystem::path teacher_dir() {
+  const char* t = std::getenv("CONDENSE_TEACHER_DIR");
+  return t && *t ? std::filesystem::path(t) : std::filesystem::path();
+}
+
 }  // namespace condense::testing

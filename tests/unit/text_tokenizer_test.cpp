@@ -20,6 +20,8 @@ using condense::text::WordPieceTokenizer;
 
 namespace {
 
+using condense::testing::error_of;
+
 using Tokens = std::vector<std::string>;
 using Ids = std::vector<int64_t>;
 
@@ -39,15 +41,6 @@ fs::path write_vocab(const std::string& name, const Tokens& tokens) {
 
 WordPieceTokenizer tiny(const std::string& name, TokenizerOptions options = {}) {
   return WordPieceTokenizer::from_vocab_file(write_vocab(name, kTinyVocab), options);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const condense::Error& e) {
-    return e.what();
-  }
-  return "(no condense::Error thrown)";
 }
 
 // Same row rules as tests/ref/tokenize_ref.py: strict UTF-8, BOM dropped, split on '\n', one

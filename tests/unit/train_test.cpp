@@ -24,6 +24,9 @@
 
 namespace {
 
+using condense::testing::error_of;
+using condense::testing::teacher_dir;
+
 using condense::Error;
 using condense::nn::BertClassifier;
 using condense::nn::BertConfig;
@@ -42,22 +45,6 @@ class SingleThread : public ::testing::Environment {
   void SetUp() override { at::set_num_threads(1); }
 };
 [[maybe_unused]] ::testing::Environment* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThread);
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected condense::Error";
-  return "";
-}
-
-fs::path teacher_dir() {
-  const char* t = std::getenv("CONDENSE_TEACHER_DIR");
-  return t && *t ? fs::path(t) : fs::path();
-}
 
 // A tiny BERT; dropout stays on (0.1) so that the RNG state matters for resume.
 BertConfig tiny_config(int64_t vocab_size, int64_t num_labels = 2) {
