@@ -447,8 +447,9 @@ TEST(Cli, KillDashNineThenResumeIsBitExact) {
   EXPECT_EQ(jb["train"]["resumed_from"].get<int64_t>() % 5, 0);
   std::cerr << "killed run resumed from step " << jb["train"]["resumed_from"] << " of 76\n";
   expect_same_model(a, b);
-  // No staging folders are left next to the outputs.
-  for (const auto& n : leftovers(b)) EXPECT_TRUE(n == "B" || n == "B.state" || n == "B.out" || n == "B.err") << n;
+  // No staging folders are left next to the outputs, and the finished run's state is gone.
+  for (const auto& n : leftovers(b)) EXPECT_TRUE(n == "B" || n == "B.out" || n == "B.err") << n;
+  EXPECT_FALSE(fs::exists(b.string() + ".state"));
 }
 
 TEST(Cli, StopAfterThenResumeIsBitExact) {
@@ -475,9 +476,11 @@ TEST(Cli, StopAfterThenResumeIsBitExact) {
 
   args = resumable_args(f, c);
   args.push_back("--resume");
+  args.push_back("--keep-state");  // asked for: the finished run's state stays
   auto rr = run(f.work, args);
   ASSERT_EQ(rr.exit_code, 0) << show(rr);
   EXPECT_EQ(metrics_of(c)["train"]["resumed_from"], 20);
+  EXPECT_TRUE(fs::exists(fs::path(c.string() + ".state") / "train_state.pt"));
   expect_same_model(a, c);
 }
 

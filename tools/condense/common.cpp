@@ -25,6 +25,7 @@ void TrainFlags::add_to(CLI::App& app) {
   app.add_option("--save-every", save_every, "Save training state every N steps (0 = never)");
   app.add_option("--state-dir", state_dir, "Where training state is kept (default <out>.state)");
   app.add_flag("--resume", resume, "Continue from the training state in --state-dir");
+  app.add_flag("--keep-state", keep_state, "Keep the training state after the run finished");
   app.add_option("--stop-after", stop_after, "Stop after N steps, keeping the state (for interrupted runs)")
       ->group("");
   app.add_flag("--quiet", quiet, "No progress bar");
@@ -126,6 +127,12 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
                 {"seconds", tr.seconds},
                 {"threads", at::get_num_threads()}};
   return j;
+}
+
+void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir) {
+  if (flags.keep_state || state_dir.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(state_dir, ec);  // best effort: the model is already published
 }
 
 std::string human_bytes(double b) {

@@ -27,6 +27,7 @@ struct TrainFlags {
   std::optional<int64_t> train_limit;
   std::string state_dir;
   bool resume = false;
+  bool keep_state = false;
   bool quiet = false;
 
   void add_to(CLI::App& app);
@@ -61,6 +62,9 @@ std::string build_commit();
 nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
                            const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
                            const nn::BertClassifier& model);
+
+/// Removes a finished run's training state (it is the size of three models) unless --keep-state.
+void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir);
 
 /// "12.3 MB"-style sizes.
 std::string human_bytes(double bytes);

@@ -84,6 +84,7 @@ void run(DistillArgs a, const CLI::App& sub) {
                                             ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
                                             : std::vector<int64_t>{}}};
   nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}}, {{"metrics.json", summary.dump(2) + "\n"}});
+  drop_state(a.train, o.train.state_dir);
   fmt::print("{} dev {}: {:.4f}  student {} layers, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
              info.main_metric, ev.metrics.at("main"), student->config().num_hidden_layers, student->num_parameters(),
              tr.examples_per_second, tr.seconds, a.out);

@@ -46,6 +46,7 @@ void run(const FinetuneArgs& a) {
   summary["base_model"] = a.model;
   summary["max_length"] = max_len;
   nn::save_pretrained(model, a.out, a.model, {{"condense", "finetune"}}, {{"metrics.json", summary.dump(2) + "\n"}});
+  drop_state(a.train, o.state_dir);
   fmt::print("{} dev {}: {}  ({} train examples, {:.0f} ex/s, {:.0f} s) -> {}\n", info.name, info.main_metric,
              fmt::format("{:.4f}", ev.metrics.at("main")), train_set.examples.size(), tr.examples_per_second, tr.seconds,
              a.out);
