@@ -27,9 +27,9 @@ def main(out):
             continue
         print(f"\n### {task.upper()}\n")
         head = "| model | layers | parameters | " + " | ".join(f"{n} (mean ± std)" for _, n in metrics) + \
-               " | retention vs teacher | seeds | train examples/s |"
+               " | retention vs teacher | seeds |"
         print(head)
-        print("|---|---:|---:|" + "---:|" * len(metrics) + "---:|---|---:|")
+        print("|---|---:|---:|" + "---:|" * len(metrics) + "---:|---|")
         teacher_mean = None
         for key, label in ROWS:
             runs = [json.loads((s / key / "metrics.json").read_text()) for s in seeds if (s / key / "metrics.json").exists()]
@@ -43,10 +43,9 @@ def main(out):
             if key == "teacher":
                 teacher_mean = main_m
             ret = f"{100 * main_m / teacher_mean:.1f} %" if teacher_mean else "–"
-            eps, _ = ms([r["train"]["examples_per_second"] for r in runs])
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
             print(f"| {label} | {runs[0]['layers']} | {runs[0]['parameters'] / 1e6:.1f} M | " + " | ".join(cells) +
-                  f" | {ret} | {seeds_used} | {eps:.0f} |")
+                  f" | {ret} | {seeds_used} |")
         commits = sorted({json.loads(p.read_text())["commit"] for p in (out / task).glob("seed*/*/metrics.json")})
         print(f"\ncommit(s): {', '.join(commits)}; train examples: "
               f"{json.loads(next((out / task).glob('seed*/teacher/metrics.json')).read_text())['train_examples']}")
