@@ -18,6 +18,7 @@
 #include "condense/nn/bert.h"
 #include "condense/pipeline/recipe.h"
 #include "condense/text/tokenizer.h"
+#include "single_thread.h"
 #include "test_util.h"
 
 namespace {
@@ -39,14 +40,6 @@ namespace pipeline = condense::pipeline;
 namespace train = condense::train;
 namespace fs = std::filesystem;
 namespace ct = condense::testing;
-
-// One intra-op thread: the tests train tiny models, where a second OpenMP thread only adds
-// synchronisation (several times slower on a loaded two-core machine), and results stay comparable.
-class SingleThread : public ::testing::Environment {
- public:
-  void SetUp() override { at::set_num_threads(1); }
-};
-[[maybe_unused]] ::testing::Environment* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThread);
 
 #define EXPECT_HAS(haystack, needle)                                                              \
   do {                                                                                            \

@@ -20,6 +20,7 @@
 #include "condense/data/glue.h"
 #include "condense/nn/bert.h"
 #include "condense/text/tokenizer.h"
+#include "single_thread.h"
 #include "test_util.h"
 
 namespace {
@@ -37,14 +38,6 @@ namespace data = condense::data;
 namespace train = condense::train;
 namespace fs = std::filesystem;
 namespace ct = condense::testing;
-
-// One intra-op thread: the tests train tiny models, where a second OpenMP thread only adds
-// synchronisation (several times slower on a loaded two-core machine), and results stay comparable.
-class SingleThread : public ::testing::Environment {
- public:
-  void SetUp() override { at::set_num_threads(1); }
-};
-[[maybe_unused]] ::testing::Environment* const kSingleThread = ::testing::AddGlobalTestEnvironment(new SingleThread);
 
 // A tiny BERT; dropout stays on (0.1) so that the RNG state matters for resume.
 BertConfig tiny_config(int64_t vocab_size, int64_t num_labels = 2) {
