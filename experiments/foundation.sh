@@ -13,6 +13,7 @@ TASKS="${2:-sst2 mrpc}"
 SEEDS="${CONDENSE_SEEDS:-1 2 3}"
 THREADS="${CONDENSE_THREADS:-1}"
 SST2_LIMIT="${CONDENSE_SST2_LIMIT:-16000}"   # 0 = all 67,349 training sentences
+SST2_EPOCHS="${CONDENSE_SST2_EPOCHS:-2}"     # teacher and students; the full-data runs use 1
 mkdir -p "$OUT"
 
 run() {  # skip runs already finished (their folder holds metrics.json)
@@ -26,11 +27,11 @@ for seed in $SEEDS; do
   if [[ " $TASKS " == *" sst2 "* ]]; then
   d="$OUT/sst2/seed$seed"
   run "$d/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task sst2 --data data/glue/SST-2 \
-    --train-limit "$SST2_LIMIT" --epochs 2 --lr 5e-5 --seed "$seed"
+    --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --lr 5e-5 --seed "$seed"
   run "$d/student-kd" distill --teacher "$d/teacher" --recipe recipes/distil-3layer.yaml --task sst2 \
-    --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs 2 --seed "$seed"
+    --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --seed "$seed"
   run "$d/student-nokd" distill --teacher "$d/teacher" --recipe recipes/distil-3layer.yaml --task sst2 \
-    --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs 2 --seed "$seed" --alpha 0
+    --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --seed "$seed" --alpha 0
   fi
   if [[ " $TASKS " == *" mrpc "* ]]; then
   d="$OUT/mrpc/seed$seed"

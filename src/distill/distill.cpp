@@ -104,6 +104,13 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
   CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
                  "student has {} outputs but the teacher has {}", student->config().num_labels,
                  teacher->config().num_labels);
+  // With alpha = 0 the loss is the hard-label loss alone: the teacher only supplied the initial
+  // weights, so neither a cache nor a per-batch teacher forward is needed (the no-KD baseline).
+  if (o.alpha <= 0.0) {
+    return train::train_loop(student, train_set, o.train, [&](nn::BertClassifier& m, const train::Batch& b) {
+      return train::task_loss(m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits, b);
+    });
+  }
   if (!o.cache_teacher) {
     teacher->eval();
     return train::train_loop(student, train_set, o.train, [&](nn::BertClassifier& m, const train::Batch& b) {

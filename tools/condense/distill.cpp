@@ -59,7 +59,8 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto enc_dev = train::encode(dev, tokenizer, r.max_length);
   // The teacher runs once over the training set; every epoch reads the cache.
   const auto t0 = std::chrono::steady_clock::now();
-  auto teacher_logits = o.cache_teacher ? train::predict_logits(teacher, enc_train) : torch::Tensor();
+  auto teacher_logits =
+      o.cache_teacher && o.alpha > 0 ? train::predict_logits(teacher, enc_train) : torch::Tensor();
   const double cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
   if (o.train.resume && tr.resumed_from == 0) {
