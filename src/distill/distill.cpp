@@ -12,11 +12,209 @@ SoftLoss parse_soft_loss(const std::string& name) {
   fail("unknown distillation loss '{}' (expected kl or mse)", name);
 }
 
+LayerLoss parse_layer_loss(const std::string& name) {
+  for (auto l : {LayerLoss::HiddenMSE, LayerLoss::HiddenCosine, LayerLoss::AttentionMSE, LayerLoss::AttentionKL,
+                 LayerLoss::EmbeddingMSE, LayerLoss::PkdCls}) {
+    if (name == to_string(l)) return l;
+  }
+  fail("unknown layer loss '{}' (expected hidden_mse, hidden_cosine, attention_mse, attention_kl, embedding_mse or "
+       "pkd_cls)",
+       name);
+}
+
+std::string to_string(LayerLoss loss) {
+  switch (loss) {
+    case LayerLoss::HiddenMSE: return "hidden_mse";
+    case LayerLoss::HiddenCosine: return "hidden_cosine";
+    case LayerLoss::AttentionMSE: return "attention_mse";
+    case LayerLoss::AttentionKL: return "attention_kl";
+    case LayerLoss::EmbeddingMSE: return "embedding_mse";
+    case LayerLoss::PkdCls: return "pkd_cls";
+  }
+  return "?";
+}
+
 void DistillOptions::validate() const {
   CONDENSE_CHECK(temperature > 0 && std::isfinite(temperature), "distill option 'temperature' must be positive, found {}",
                  temperature);
   CONDENSE_CHECK(alpha >= 0 && alpha <= 1, "distill option 'alpha' must be in [0,1], found {}", alpha);
+  CONDENSE_CHECK(prediction_weight >= 0 && std::isfinite(prediction_weight),
+                 "distill option 'prediction_weight' must be >= 0, found {}", prediction_weight);
+  double total = prediction_weight;
+  for (const auto& t : layer_losses) {
+    CONDENSE_CHECK(t.weight >= 0 && std::isfinite(t.weight), "distill option 'layer_losses': weight of {} must be >= 0, found {}",
+                   to_string(t.loss), t.weight);
+    total += t.weight;
+  }
+  CONDENSE_CHECK(total > 0, "distill options give every loss term weight 0; nothing would be learned");
+  static const char* kStrategies[] = {"uniform", "skip", "last", "final", "explicit"};
+  bool known = false;
+  for (auto k : kStrategies) known |= layer_map.strategy == k;
+  CONDENSE_CHECK(known, "distill option 'layer_map.strategy' is '{}', expected uniform, skip, last, final or explicit",
+                 layer_map.strategy);
   train.validate();
+}
+
+std::vector<LayerPair> resolve_layer_map(const LayerMapOptions& m, int64_t M, int64_t N) {
+  CONDENSE_CHECK(M > 0 && N > 0, "layer map needs layers on both sides (student {}, teacher {})", M, N);
+  std::vector<LayerPair> pairs;
+  const int64_t mapped = m.exclude_last ? M - 1 : M;
+  if (m.strategy == "explicit") {
+    CONDENSE_CHECK(static_cast<int64_t>(m.teacher_layers.size()) == mapped,
+                   "layer_map.teacher_layers lists {} teacher layers but {} student layers are mapped (student has {}{})",
+                   m.teacher_layers.size(), mapped, M, m.exclude_last ? ", last excluded" : "");
+    for (int64_t i = 1; i <= mapped; ++i) {
+      const auto t = m.teacher_layers[static_cast<std::size_t>(i - 1)];
+      CONDENSE_CHECK(t >= 1 && t <= N, "layer_map.teacher_layers: teacher layer {} does not exist (layers are 1..{})", t,
+                     N);
+      pairs.push_back({i, t});
+    }
+    return pairs;
+  }
+  CONDENSE_CHECK(m.every == 0 || m.strategy == "skip", "layer_map.every is only used by strategy 'skip', not '{}'",
+                 m.strategy);
+  CONDENSE_CHECK(m.teacher_layers.empty(), "layer_map.teacher_layers is only used by strategy 'explicit', not '{}'",
+                 m.strategy);
+  CONDENSE_CHECK(M <= N, "layer_map: strategy '{}' needs a student with at most the teacher's {} layers, found {}",
+                 m.strategy, N, M);
+  if (m.strategy == "final") {
+    CONDENSE_CHECK(!m.exclude_last, "layer_map: strategy 'final' maps only the last layer; exclude_last leaves nothing");
+    return {{M, N}};
+  }
+  if (m.strategy == "skip") {
+    const int64_t k = m.every > 0 ? m.every : N / M;
+    CONDENSE_CHECK(m.every >= 0, "layer_map.every must be positive, found {}", m.every);
+    CONDENSE_CHECK(mapped * k <= N, "layer_map.every is {}: student layer {} would learn from teacher layer {} but the "
+                   "teacher has {}", k, mapped, mapped * k, N);
+    for (int64_t i = 1; i <= mapped; ++i) pairs.push_back({i, i * k});
+  } else if (m.strategy == "last") {
+    for (int64_t i = 1; i <= mapped; ++i) pairs.push_back({i, N - M + i});
+  } else {
+    CONDENSE_CHECK(m.strategy == "uniform", "layer_map.strategy is '{}', expected uniform, skip, last, final or explicit",
+                   m.strategy);
+    for (int64_t i = 1; i <= mapped; ++i) pairs.push_back({i, i * N / M});
+  }
+  return pairs;
+}
+
+namespace {
+
+// [batch, seq] mask as float [batch, seq, 1] and the number of real tokens.
+std::pair<torch::Tensor, torch::Tensor> token_mask(const torch::Tensor& mask, const torch::Tensor& like) {
+  auto m = mask.to(like.dtype()).unsqueeze(-1);
+  return {m, m.sum().clamp_min(1.0)};
+}
+
+void check_same(const torch::Tensor& s, const torch::Tensor& t, const char* what) {
+  CONDENSE_CHECK(s.sizes() == t.sizes(), "{}: student tensor {} and teacher tensor {} differ in shape", what,
+                 fmt::format("{}", fmt::join(s.sizes(), "x")), fmt::format("{}", fmt::join(t.sizes(), "x")));
+}
+
+}  // namespace
+
+torch::Tensor hidden_mse_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask) {
+  check_same(s, t, "hidden_mse");
+  auto [m, n] = token_mask(mask, s);
+  return ((s - t).pow(2) * m).sum() / (n * static_cast<double>(s.size(-1)));
+}
+
+torch::Tensor hidden_cosine_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask) {
+  check_same(s, t, "hidden_cosine");
+  auto [m, n] = token_mask(mask, s);
+  auto cos = torch::cosine_similarity(s, t, -1, 1e-8).unsqueeze(-1);
+  return ((1.0 - cos) * m).sum() / n;
+}
+
+torch::Tensor attention_mse_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask) {
+  check_same(s, t, "attention_mse");
+  // A (query, key) pair counts when both are real tokens.
+  auto tok = mask.to(s.dtype());
+  auto pair = (tok.unsqueeze(2) * tok.unsqueeze(1)).unsqueeze(1);  // [b, 1, q, k]
+  const double heads = static_cast<double>(s.size(1));
+  return ((s - t).pow(2) * pair).sum() / (pair.sum().clamp_min(1.0) * heads);
+}
+
+torch::Tensor attention_kl_loss(const torch::Tensor& s_probs, const torch::Tensor& t_probs, const torch::Tensor& mask) {
+  check_same(s_probs, t_probs, "attention_kl");
+  auto tok = mask.to(s_probs.dtype());
+  // Padding keys have probability 0 in both; clamping keeps 0·log 0 at 0 instead of NaN.
+  auto log_s = s_probs.clamp_min(1e-12).log(), log_t = t_probs.clamp_min(1e-12).log();
+  auto rows = (t_probs * (log_t - log_s)).sum(-1);  // [b, h, q]
+  auto q = tok.unsqueeze(1);                        // [b, 1, q]
+  const double heads = static_cast<double>(s_probs.size(1));
+  return (rows * q).sum() / (q.sum().clamp_min(1.0) * heads);
+}
+
+torch::Tensor pkd_cls_loss(const torch::Tensor& s, const torch::Tensor& t) {
+  check_same(s, t, "pkd_cls");
+  auto ns = torch::nn::functional::normalize(s, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  auto nt = torch::nn::functional::normalize(t, torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  return (ns - nt).pow(2).sum(-1).mean();
+}
+
+FeatureProjectionImpl::FeatureProjectionImpl(int64_t student_width, int64_t teacher_width, int64_t student_layers,
+                                             bool shared) {
+  if (student_width == teacher_width) return;
+  const int64_t n = shared ? 1 : student_layers + 1;
+  for (int64_t i = 0; i < n; ++i) {
+    auto lin = register_module("map" + std::to_string(i), torch::nn::Linear(student_width, teacher_width));
+    torch::NoGradGuard guard;
+    lin->weight.normal_(0, 0.02);
+    lin->bias.zero_();
+    maps_.push_back(lin);
+  }
+}
+
+torch::Tensor FeatureProjectionImpl::forward(const torch::Tensor& x, int64_t slot) {
+  if (maps_.empty()) return x;
+  return maps_.size() == 1 ? maps_[0]->forward(x) : maps_.at(static_cast<std::size_t>(slot))->forward(x);
+}
+
+nn::ForwardOptions forward_options_for(const std::vector<LayerLossTerm>& terms) {
+  nn::ForwardOptions f;
+  for (const auto& t : terms) {
+    if (t.loss == LayerLoss::AttentionMSE) f.attention_scores = true;
+    else if (t.loss == LayerLoss::AttentionKL) f.attentions = true;
+    else f.hidden_states = true;
+  }
+  return f;
+}
+
+torch::Tensor layer_objective(const nn::BertOutput& s, const nn::BertOutput& t, const torch::Tensor& mask,
+                              const std::vector<LayerLossTerm>& terms, const std::vector<LayerPair>& pairs,
+                              FeatureProjection& proj) {
+  auto total = torch::zeros({}, mask.options().dtype(torch::kFloat32));
+  auto hidden = [&](int64_t slot) { return proj->forward(s.hidden_states.at(static_cast<std::size_t>(slot)), slot); };
+  auto teacher_hidden = [&](int64_t layer) { return t.hidden_states.at(static_cast<std::size_t>(layer)); };
+  for (const auto& term : terms) {
+    if (term.weight == 0) continue;
+    torch::Tensor sum = torch::zeros_like(total);
+    if (term.loss == LayerLoss::EmbeddingMSE) {
+      sum = hidden_mse_loss(hidden(0), teacher_hidden(0), mask);
+    } else {
+      for (const auto& p : pairs) {
+        const auto si = static_cast<std::size_t>(p.student - 1), ti = static_cast<std::size_t>(p.teacher - 1);
+        switch (term.loss) {
+          case LayerLoss::HiddenMSE: sum = sum + hidden_mse_loss(hidden(p.student), teacher_hidden(p.teacher), mask); break;
+          case LayerLoss::HiddenCosine:
+            sum = sum + hidden_cosine_loss(hidden(p.student), teacher_hidden(p.teacher), mask);
+            break;
+          case LayerLoss::AttentionMSE:
+            sum = sum + attention_mse_loss(s.attention_scores.at(si), t.attention_scores.at(ti), mask);
+            break;
+          case LayerLoss::AttentionKL:
+            sum = sum + attention_kl_loss(s.attentions.at(si), t.attentions.at(ti), mask);
+            break;
+          case LayerLoss::PkdCls:
+            sum = sum + pkd_cls_loss(hidden(p.student).select(1, 0), teacher_hidden(p.teacher).select(1, 0));
+            break;
+          case LayerLoss::EmbeddingMSE: break;
+        }
+      }
+    }
+    total = total + term.weight * sum;
+  }
+  return total;
 }
 
 torch::Tensor soft_target_loss(const torch::Tensor& s, const torch::Tensor& t, double temperature) {
@@ -104,6 +302,35 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
   CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
                  "student has {} outputs but the teacher has {}", student->config().num_labels,
                  teacher->config().num_labels);
+  if (!o.layer_losses.empty()) {
+    const auto& sc = student->config();
+    const auto& tc = teacher->config();
+    const auto pairs = resolve_layer_map(o.layer_map, sc.num_hidden_layers, tc.num_hidden_layers);
+    for (const auto& term : o.layer_losses) {
+      const bool attention = term.loss == LayerLoss::AttentionMSE || term.loss == LayerLoss::AttentionKL;
+      CONDENSE_CHECK(!attention || sc.num_attention_heads == tc.num_attention_heads,
+                     "layer loss {} compares attention maps head by head, but the student has {} heads and the teacher "
+                     "{}",
+                     to_string(term.loss), sc.num_attention_heads, tc.num_attention_heads);
+    }
+    auto proj = FeatureProjection(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, o.shared_projection);
+    const auto fwd = forward_options_for(o.layer_losses);
+    teacher->eval();
+    return train::train_loop(
+        student, train_set, o.train,
+        [&](nn::BertClassifier& m, const train::Batch& b) {
+          nn::BertOutput t;
+          {
+            torch::NoGradGuard guard;
+            t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+          }
+          auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+          auto loss = layer_objective(out, t, b.attention_mask, o.layer_losses, pairs, proj);
+          if (o.prediction_weight > 0) loss = loss + o.prediction_weight * distillation_loss(out.logits, t.logits, b, o);
+          return loss;
+        },
+        proj.ptr());
+  }
   // With alpha = 0 the loss is the hard-label loss alone: the teacher only supplied the initial
   // weights, so neither a cache nor a per-batch teacher forward is needed (the no-KD baseline).
   if (o.alpha <= 0.0) {

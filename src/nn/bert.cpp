@@ -163,19 +163,20 @@ BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
 }
 
 torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
-                                             torch::Tensor* probs_out) {
+                                             AttentionTaps* taps) {
   const int64_t b = x.size(0), s = x.size(1);
   auto split = [&](const torch::Tensor& t) { return t.view({b, s, heads, head_dim}).transpose(1, 2); };
   auto q = split(query(x)), k = split(key(x)), v = split(value(x));
   torch::Tensor context;
-  if (probs_out == nullptr) {
+  if (taps == nullptr) {
     // The fused kernel is faster and needs less memory; it is used whenever the caller does not
     // ask for the attention probabilities.
     context = at::scaled_dot_product_attention(q, k, v, additive_mask, is_training() ? dropout_p : 0.0);
   } else {
-    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim)) + additive_mask;
-    auto probs = torch::softmax(scores, -1);
-    *probs_out = probs;
+    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(head_dim));
+    auto probs = torch::softmax(scores + additive_mask, -1);
+    if (taps->want_scores) taps->scores = scores;
+    if (taps->want_probs) taps->probs = probs;
     context = torch::matmul(dropout(probs), v);
   }
   return context.transpose(1, 2).reshape({b, s, heads * head_dim});
@@ -198,8 +199,8 @@ BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
-                                         torch::Tensor* probs_out) {
-  return output(self(x, additive_mask, probs_out), x);
+                                         AttentionTaps* taps) {
+  return output(self(x, additive_mask, taps), x);
 }
 
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
@@ -215,8 +216,8 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c) {
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
-                                     torch::Tensor* probs_out) {
-  auto a = attention(x, additive_mask, probs_out);
+                                     AttentionTaps* taps) {
+  auto a = attention(x, additive_mask, taps);
   return output(intermediate(a), a);
 }
 
@@ -286,11 +287,13 @@ BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const tor
   auto additive_mask = (1.0 - attention_mask.to(x.dtype()).unsqueeze(1).unsqueeze(2)) *
                        std::numeric_limits<float>::lowest();
   if (options.hidden_states) out.hidden_states.push_back(x);
+  const bool tap = options.attentions || options.attention_scores;
   for (const auto& m : *bert->encoder->layer) {
-    torch::Tensor probs;
-    x = m->as<BertLayerImpl>()->forward(x, additive_mask, options.attentions ? &probs : nullptr);
+    AttentionTaps taps{options.attentions, options.attention_scores, {}, {}};
+    x = m->as<BertLayerImpl>()->forward(x, additive_mask, tap ? &taps : nullptr);
     if (options.hidden_states) out.hidden_states.push_back(x);
-    if (options.attentions) out.attentions.push_back(probs);
+    if (options.attentions) out.attentions.push_back(taps.probs);
+    if (options.attention_scores) out.attention_scores.push_back(taps.scores);
   }
   out.pooled = bert->pooler(x);
   out.logits = classifier(dropout(out.pooled));

@@ -34,6 +34,72 @@ struct Reader {
   }
 };
 
+void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
+  r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
+                       "shared_projection"});
+  if (d["loss"]) {
+    std::string loss;
+    r.get(d, sec, "loss", loss);
+    try {
+      o.soft_loss = distill::parse_soft_loss(loss);
+    } catch (const Error& e) {
+      fail("{}: field '{}.loss': {}", r.file, sec, e.what());
+    }
+  }
+  r.get(d, sec, "temperature", o.temperature);
+  r.get(d, sec, "alpha", o.alpha);
+  r.get(d, sec, "prediction_weight", o.prediction_weight);
+  r.get(d, sec, "shared_projection", o.shared_projection);
+  if (auto ll = d["layer_losses"]) {
+    CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);
+    o.layer_losses.clear();  // a stage's list replaces the recipe's
+    for (std::size_t i = 0; i < ll.size(); ++i) {
+      const auto section = fmt::format("{}.layer_losses[{}]", sec, i);
+      r.only_keys(ll[i], section, {"loss", "weight"});
+      CONDENSE_CHECK(ll[i]["loss"], "{}: '{}' needs a 'loss'", r.file, section);
+      std::string name;
+      distill::LayerLossTerm term;
+      r.get(ll[i], section, "loss", name);
+      r.get(ll[i], section, "weight", term.weight);
+      try {
+        term.loss = distill::parse_layer_loss(name);
+      } catch (const Error& e) {
+        fail("{}: field '{}.loss': {}", r.file, section, e.what());
+      }
+      o.layer_losses.push_back(term);
+    }
+  }
+  if (auto m = d["layer_map"]) {
+    const auto section = sec + ".layer_map";
+    r.only_keys(m, section, {"strategy", "every", "teacher_layers", "exclude_last"});
+    auto& lm = o.layer_map;
+    r.get(m, section, "strategy", lm.strategy);
+    r.get(m, section, "every", lm.every);
+    r.get(m, section, "teacher_layers", lm.teacher_layers);
+    r.get(m, section, "exclude_last", lm.exclude_last);
+  }
+}
+
+void read_train(const Reader& r, const YAML::Node& t, const std::string& sec, train::TrainOptions& o, int* max_length,
+                int64_t* train_limit) {
+  std::set<std::string> keys{"epochs", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm",
+                             "seed"};
+  // Stages share one tokenized training set, so its size and length are recipe-wide.
+  if (max_length != nullptr) keys.insert({"max_length", "train_limit"});
+  r.only_keys(t, sec, keys);
+  r.get(t, sec, "epochs", o.epochs);
+  r.get(t, sec, "batch_size", o.batch_size);
+  r.get(t, sec, "learning_rate", o.learning_rate);
+  r.get(t, sec, "warmup_ratio", o.warmup_ratio);
+  r.get(t, sec, "weight_decay", o.weight_decay);
+  r.get(t, sec, "max_grad_norm", o.max_grad_norm);
+  r.get(t, sec, "seed", o.seed);
+  if (max_length != nullptr) {
+    r.get(t, sec, "max_length", *max_length);
+    r.get(t, sec, "train_limit", *train_limit);
+  }
+}
+
 }  // namespace
 
 Recipe load_recipe(const std::filesystem::path& path) {
@@ -47,7 +113,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
   Reader r{path.string()};
   Recipe out;
   if (!root || root.IsNull()) return out;
-  r.only_keys(root, "", {"task", "student", "distill", "train", "name", "description"});
+  r.only_keys(root, "", {"task", "student", "distill", "train", "stages", "name", "description"});
   if (root["task"]) {
     std::string task;
     r.get(root, "", "task", task);
@@ -68,31 +134,24 @@ Recipe load_recipe(const std::filesystem::path& path) {
     r.get(s, "student", "init", out.student.init);
     r.get(s, "student", "init_layers", out.student.init_layers);
   }
-  if (auto d = root["distill"]) {
-    r.only_keys(d, "distill", {"loss", "temperature", "alpha"});
-    std::string loss = "kl";
-    r.get(d, "distill", "loss", loss);
-    try {
-      out.distill.soft_loss = distill::parse_soft_loss(loss);
-    } catch (const Error& e) {
-      fail("{}: field 'distill.loss': {}", path.string(), e.what());
+  if (auto d = root["distill"]) read_distill(r, d, "distill", out.distill);
+  if (auto t = root["train"]) read_train(r, t, "train", out.distill.train, &out.max_length, &out.train_limit);
+  if (auto st = root["stages"]) {
+    CONDENSE_CHECK(st.IsSequence() && st.size() > 0, "{}: 'stages' must be a non-empty list", path.string());
+    for (std::size_t i = 0; i < st.size(); ++i) {
+      const auto sec = fmt::format("stages[{}]", i);
+      r.only_keys(st[i], sec, {"name", "distill", "train"});
+      Stage stage{fmt::format("stage{}", i + 1), out.distill};
+      r.get(st[i], sec, "name", stage.name);
+      if (auto d = st[i]["distill"]) read_distill(r, d, sec + ".distill", stage.distill);
+      if (auto t = st[i]["train"]) read_train(r, t, sec + ".train", stage.distill.train, nullptr, nullptr);
+      try {
+        stage.distill.validate();
+      } catch (const Error& e) {
+        fail("{}: {}: {}", path.string(), sec, e.what());
+      }
+      out.stages.push_back(std::move(stage));
     }
-    r.get(d, "distill", "temperature", out.distill.temperature);
-    r.get(d, "distill", "alpha", out.distill.alpha);
-  }
-  if (auto t = root["train"]) {
-    r.only_keys(t, "train", {"epochs", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm",
-                             "seed", "max_length", "train_limit"});
-    auto& o = out.distill.train;
-    r.get(t, "train", "epochs", o.epochs);
-    r.get(t, "train", "batch_size", o.batch_size);
-    r.get(t, "train", "learning_rate", o.learning_rate);
-    r.get(t, "train", "warmup_ratio", o.warmup_ratio);
-    r.get(t, "train", "weight_decay", o.weight_decay);
-    r.get(t, "train", "max_grad_norm", o.max_grad_norm);
-    r.get(t, "train", "seed", o.seed);
-    r.get(t, "train", "max_length", out.max_length);
-    r.get(t, "train", "train_limit", out.train_limit);
   }
   try {
     out.distill.validate();

@@ -87,13 +87,18 @@ namespace {
 
 // Hugging Face's split: no weight decay on biases and LayerNorm weights (Loshchilov & Hutter 2019
 // decouple decay from the gradient; BERT's recipe exempts these parameters).
-std::unique_ptr<torch::optim::AdamW> make_optimizer(nn::BertClassifier& model, const TrainOptions& o) {
+std::unique_ptr<torch::optim::AdamW> make_optimizer(nn::BertClassifier& model, torch::nn::Module* aux,
+                                                    const TrainOptions& o) {
   std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->named_parameters()) {
-    const auto& n = p.key();
-    bool exempt = n.find("bias") != std::string::npos || n.find("LayerNorm") != std::string::npos;
-    (exempt ? no_decay : decay).push_back(p.value());
-  }
+  auto add = [&](const torch::OrderedDict<std::string, torch::Tensor>& params) {
+    for (auto& p : params) {
+      const auto& n = p.key();
+      bool exempt = n.find("bias") != std::string::npos || n.find("LayerNorm") != std::string::npos;
+      (exempt ? no_decay : decay).push_back(p.value());
+    }
+  };
+  add(model->named_parameters());
+  if (aux != nullptr) add(aux->named_parameters());
   auto base = torch::optim::AdamWOptions(o.learning_rate).betas({0.9, 0.999}).eps(1e-8);
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
@@ -138,13 +143,17 @@ torch::Tensor run_shape(const TrainOptions& o, std::size_t examples) {
                        torch::kInt64);
 }
 
-void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, const LoopState& s,
-                const torch::Tensor& shape) {
+void save_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
+                const LoopState& s, const torch::Tensor& shape) {
   ensure_directory(dir);
-  torch::serialize::OutputArchive ar, model_ar, opt_ar;
+  torch::serialize::OutputArchive ar, model_ar, opt_ar, aux_ar;
   model->save(model_ar);
   opt.save(opt_ar);
   ar.write("model", model_ar);
+  if (aux != nullptr) {
+    aux->save(aux_ar);
+    ar.write("aux", aux_ar);
+  }
   ar.write("optimizer", opt_ar);
   ar.write("rng", rng_state());
   ar.write("step", torch::tensor(s.step, torch::kInt64));
@@ -159,8 +168,8 @@ void save_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::Ad
   f.commit();
 }
 
-bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::AdamW& opt, LoopState& s,
-                const torch::Tensor& shape) {
+bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
+                LoopState& s, const torch::Tensor& shape) {
   const auto path = dir / kStateFile;
   if (!fs::exists(path)) return false;
   torch::serialize::InputArchive ar, model_ar, opt_ar;
@@ -181,6 +190,11 @@ bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::Ad
     ar.read("model", model_ar);
     ar.read("optimizer", opt_ar);
     model->load(model_ar);
+    if (aux != nullptr) {
+      torch::serialize::InputArchive aux_ar;
+      ar.read("aux", aux_ar);
+      aux->load(aux_ar);
+    }
     opt.load(opt_ar);
     torch::Tensor rng, step, loss;
     ar.read("rng", rng);
@@ -200,7 +214,7 @@ bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::optim::Ad
 }  // namespace
 
 TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& o,
-                       const LossFn& loss_fn) {
+                       const LossFn& loss_fn, std::shared_ptr<torch::nn::Module> aux) {
   o.validate();
   CONDENSE_CHECK(train.size() > 0, "training set is empty");
   const auto lengths = train.lengths();
@@ -209,11 +223,16 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
   const int64_t total = steps_per_epoch * o.epochs;
 
   torch::manual_seed(o.seed);
-  auto opt = make_optimizer(model, o);
+  auto opt = make_optimizer(model, aux.get(), o);
+  auto clipped = model->parameters();
+  if (aux) {
+    auto extra = aux->parameters();
+    clipped.insert(clipped.end(), extra.begin(), extra.end());
+  }
   LoopState s;
   TrainResult result;
   const auto shape = run_shape(o, train.size());
-  if (o.resume && load_state(o.state_dir, model, *opt, s, shape)) result.resumed_from = s.step;
+  if (o.resume && load_state(o.state_dir, model, aux.get(), *opt, s, shape)) result.resumed_from = s.step;
 
   model->train();
   std::deque<double> recent;
@@ -227,7 +246,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
   while (s.step < total) {
     if (o.stop_after >= 0 && s.step >= o.stop_after) {
       // An interrupted run keeps its exact position so that --resume continues from here.
-      if (!o.state_dir.empty()) save_state(o.state_dir, model, *opt, s, shape);
+      if (!o.state_dir.empty()) save_state(o.state_dir, model, aux.get(), *opt, s, shape);
       result.finished = false;
       break;
     }
@@ -249,7 +268,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
                    "step {}: training loss is {} (learning rate {:.3g}); stopping without writing a model", s.step,
                    std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf"), lr);
     loss.backward();
-    if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), o.max_grad_norm);
+    if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(clipped, o.max_grad_norm);
     opt->step();
     ++s.step;
     examples += batch.size();
@@ -267,7 +286,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
       recent_sum -= recent.front();
       recent.pop_front();
     }
-    if (o.save_every > 0 && (s.step % o.save_every == 0 || s.step == total)) save_state(o.state_dir, model, *opt, s, shape);
+    if (o.save_every > 0 && (s.step % o.save_every == 0 || s.step == total)) save_state(o.state_dir, model, aux.get(), *opt, s, shape);
     if (o.on_progress) {
       const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
       Progress p;

@@ -577,4 +577,47 @@ TEST(Cli, DistillWithRecipe) {
   EXPECT_EQ(ev.exit_code, 0) << show(ev);
 }
 
+// Every recipe under recipes/ runs from one command: the real teacher (its head untrained), 32
+// training rows, one epoch per stage, sequences cut to 32 tokens. This keeps recipes from rotting.
+std::vector<std::string> recipe_files() {
+  std::vector<std::string> names;
+  const auto dir = ct::source_dir() / "recipes";
+  if (fs::exists(dir)) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() == ".yaml") names.push_back(e.path().stem().string());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class CliRecipe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliRecipe, RunsFromOneCommand) {
+  const std::string name = GetParam();
+  auto f = make_fixture("recipe_" + name);
+  if (f.work.empty()) GTEST_SKIP() << "CONDENSE_CLI, CONDENSE_TEACHER_DIR or SST-2 data missing";
+  const auto student = f.work / "student";
+  const auto recipe = ct::source_dir() / "recipes" / (name + ".yaml");
+  auto r = run(f.work, {"distill", "--teacher", env_path("CONDENSE_TEACHER_DIR").string(), "--data", f.data.string(),
+                        "--recipe", recipe.string(), "--out", student.string(), "--quiet", "--epochs", "1",
+                        "--train-limit", "32", "--batch-size", "16", "--max-length", "32", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(student);
+  EXPECT_EQ(j["train_examples"], 32);
+  EXPECT_EQ(j["recipe"], recipe.string());
+  if (j.contains("stages")) {
+    for (const auto& st : j["stages"]) EXPECT_EQ(st["steps"], 2) << st.dump();
+  } else {
+    EXPECT_EQ(j["train"]["steps"], 2);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Recipes, CliRecipe, ::testing::ValuesIn(recipe_files()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
 }  // namespace

@@ -454,4 +454,274 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   EXPECT_LT(diff, 1e-4);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Intermediate-layer losses, hand-computed (b = batch, s = sequence, d = width, h = heads).
+
+namespace layers {
+
+using distill::LayerLoss;
+using distill::LayerLossTerm;
+using distill::LayerMapOptions;
+using distill::LayerPair;
+
+torch::Tensor t3(std::initializer_list<std::initializer_list<float>> r) { return rows(r).unsqueeze(0); }
+torch::Tensor mask_of(std::vector<int64_t> m) { return torch::tensor(m, torch::kInt64).unsqueeze(0); }
+
+TEST(DistillLayers, HiddenMseCountsOnlyRealTokens) {
+  // token 1: (1,2) vs (1,0) -> 4; token 2: (3,4) vs (3,1) -> 9; token 3 is padding.
+  // (4 + 9) / (2 tokens · 2 features) = 3.25
+  auto s = t3({{1, 2}, {3, 4}, {9, 9}}), t = t3({{1, 0}, {3, 1}, {0, 0}});
+  EXPECT_NEAR(val(distill::hidden_mse_loss(s, t, mask_of({1, 1, 0}))), 3.25, 1e-6);
+  // With every token real the padding row adds 81 + 81: (13 + 162) / 6.
+  EXPECT_NEAR(val(distill::hidden_mse_loss(s, t, mask_of({1, 1, 1}))), 175.0 / 6.0, 1e-5);
+  EXPECT_HAS(error_of([&] { distill::hidden_mse_loss(s, t3({{1, 0}}), mask_of({1})); }), "hidden_mse");
+}
+
+TEST(DistillLayers, HiddenCosine) {
+  // orthogonal -> 1, parallel -> 0, the padded opposite pair (would be 2) is ignored: mean 0.5.
+  auto s = t3({{1, 0}, {1, 1}, {1, 0}}), t = t3({{0, 1}, {2, 2}, {-1, 0}});
+  EXPECT_NEAR(val(distill::hidden_cosine_loss(s, t, mask_of({1, 1, 0}))), 0.5, 1e-6);
+  EXPECT_NEAR(val(distill::hidden_cosine_loss(s, t, mask_of({1, 1, 1}))), 1.0, 1e-6);
+}
+
+TEST(DistillLayers, AttentionMseOverRealQueryKeyPairs) {
+  // 2 heads, 2 tokens, the second padding: only (query 0, key 0) counts: (1² + 3²) / (1 pair · 2 heads) = 5.
+  auto s = torch::full({1, 2, 2, 2}, 100.0f), t = torch::zeros({1, 2, 2, 2});
+  s[0][0][0][0] = 1;
+  s[0][1][0][0] = 3;
+  EXPECT_NEAR(val(distill::attention_mse_loss(s, t, mask_of({1, 0}))), 5.0, 1e-6);
+  // All real: head 0 off by 1 everywhere, head 1 exact: 4 / (4 pairs · 2 heads) = 0.5.
+  auto s2 = torch::zeros({1, 2, 2, 2}), t2 = torch::zeros({1, 2, 2, 2});
+  t2[0][0].fill_(1);
+  EXPECT_NEAR(val(distill::attention_mse_loss(s2, t2, mask_of({1, 1}))), 0.5, 1e-6);
+}
+
+TEST(DistillLayers, AttentionKlPerRealQueryRow) {
+  // row 1: t = (1/2, 1/2), s = (3/4, 1/4): KL = 1/2 ln(4/3)        ≈ 0.143841
+  // row 2: t = (1, 0),     s = (1/2, 1/2): KL = ln 2                ≈ 0.693147
+  // row 3 is a padding query (would be large) and the third key is padding (probability 0).
+  auto t = torch::tensor({0.5f, 0.5f, 0.f, 1.f, 0.f, 0.f, 0.f, 0.f, 1.f}).view({1, 1, 3, 3});
+  auto s = torch::tensor({0.75f, 0.25f, 0.f, 0.5f, 0.5f, 0.f, 1.f, 0.f, 0.f}).view({1, 1, 3, 3});
+  const double want = (0.5 * std::log(4.0 / 3.0) + std::log(2.0)) / 2;
+  EXPECT_NEAR(val(distill::attention_kl_loss(s, t, mask_of({1, 1, 0}))), want, 1e-6);
+  EXPECT_NEAR(val(distill::attention_kl_loss(t, t, mask_of({1, 1, 1}))), 0.0, 1e-7);
+}
+
+TEST(DistillLayers, PkdClsIsScaleInvariant) {
+  // (3,4)/5 = (0.6, 0.8) vs (0,2)/2 = (0, 1): 0.36 + 0.04 = 0.4; (1,0) vs (5,0): 0. Mean 0.2.
+  auto s = rows({{3, 4}, {1, 0}}), t = rows({{0, 2}, {5, 0}});
+  EXPECT_NEAR(val(distill::pkd_cls_loss(s, t)), 0.2, 1e-6);
+  EXPECT_NEAR(val(distill::pkd_cls_loss(s * 7, t * 0.5)), 0.2, 1e-6);
+}
+
+std::vector<LayerPair> map(LayerMapOptions o, int64_t m, int64_t n) { return distill::resolve_layer_map(o, m, n); }
+
+TEST(DistillLayers, LayerMaps) {
+  using V = std::vector<LayerPair>;
+  EXPECT_EQ(map(LayerMapOptions(), 3, 6), (V{{1, 2}, {2, 4}, {3, 6}}));                  // TinyBERT g(m) = m·N/M
+  EXPECT_EQ(map(LayerMapOptions(), 4, 6), (V{{1, 1}, {2, 3}, {3, 4}, {4, 6}}));
+  auto skip = LayerMapOptions().with_strategy("skip");
+  EXPECT_EQ(map(LayerMapOptions(skip).with_exclude_last(), 3, 6), (V{{1, 2}, {2, 4}}));  // PKD-skip
+  EXPECT_EQ(map(LayerMapOptions(skip).with_every(1), 3, 6), (V{{1, 1}, {2, 2}, {3, 3}}));
+  EXPECT_EQ(map(LayerMapOptions(skip).with_every(2).with_exclude_last(), 4, 6), (V{{1, 2}, {2, 4}, {3, 6}}));
+  auto last = LayerMapOptions().with_strategy("last");
+  EXPECT_EQ(map(LayerMapOptions(last).with_exclude_last(), 3, 6), (V{{1, 4}, {2, 5}}));  // PKD-last
+  EXPECT_EQ(map(last, 3, 6), (V{{1, 4}, {2, 5}, {3, 6}}));
+  EXPECT_EQ(map(LayerMapOptions().with_strategy("final"), 3, 6), (V{{3, 6}}));           // DistilBERT output
+  auto ex = LayerMapOptions().with_strategy("explicit").with_teacher_layers({1, 3, 6});
+  EXPECT_EQ(map(ex, 3, 6), (V{{1, 1}, {2, 3}, {3, 6}}));
+  EXPECT_EQ(map(LayerMapOptions(ex).with_teacher_layers({5, 5}).with_exclude_last(), 3, 6), (V{{1, 5}, {2, 5}}));
+}
+
+TEST(DistillLayers, LayerMapErrorsNameTheField) {
+  auto err = [](LayerMapOptions o, int64_t m, int64_t n) { return error_of([&] { distill::resolve_layer_map(o, m, n); }); };
+  auto ex = LayerMapOptions().with_strategy("explicit");
+  EXPECT_HAS(err(LayerMapOptions(ex).with_teacher_layers({1, 3}), 3, 6),
+             "layer_map.teacher_layers lists 2 teacher layers but 3 student layers are mapped");
+  EXPECT_HAS(err(LayerMapOptions(ex).with_teacher_layers({1, 7, 6}), 3, 6), "teacher layer 7 does not exist (layers are 1..6)");
+  EXPECT_HAS(err(LayerMapOptions(ex).with_teacher_layers({0, 2, 6}), 3, 6), "teacher layer 0 does not exist");
+  EXPECT_HAS(err(LayerMapOptions().with_strategy("skip").with_every(3), 3, 6),
+             "layer_map.every is 3: student layer 3 would learn from teacher layer 9 but the teacher has 6");
+  EXPECT_HAS(err(LayerMapOptions(), 7, 6), "at most the teacher's 6 layers, found 7");
+  EXPECT_HAS(err(LayerMapOptions().with_every(2), 3, 6), "layer_map.every is only used by strategy 'skip'");
+  EXPECT_HAS(err(LayerMapOptions().with_teacher_layers({1}), 1, 6), "only used by strategy 'explicit'");
+  EXPECT_HAS(err(LayerMapOptions().with_strategy("final").with_exclude_last(), 3, 6), "leaves nothing");
+  EXPECT_HAS(err(LayerMapOptions().with_strategy("every-other"), 3, 6), "'every-other'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_layer_map(LayerMapOptions().with_strategy("zigzag")).validate(); }),
+             "'layer_map.strategy' is 'zigzag'");
+  EXPECT_HAS(error_of([] { DistillOptions().with_layer_losses({{LayerLoss::HiddenMSE, -1}}).validate(); }),
+             "weight of hidden_mse must be >= 0");
+  EXPECT_HAS(error_of([] { DistillOptions().with_prediction_weight(0).validate(); }), "weight 0");
+  EXPECT_HAS(error_of([] { distill::parse_layer_loss("hidden_l2"); }), "unknown layer loss 'hidden_l2'");
+  EXPECT_EQ(distill::parse_layer_loss("attention_kl"), LayerLoss::AttentionKL);
+}
+
+TEST(DistillLayers, AttentionScoresAreThePreSoftmaxScores) {
+  auto m = tiny_model(2, 3);
+  m->eval();
+  auto ids = torch::tensor({2, 5, 9, 3, 0, 0}, torch::kInt64).view({1, 6});
+  auto mask = torch::tensor({1, 1, 1, 1, 0, 0}, torch::kInt64).view({1, 6});
+  auto out = m->forward(ids, torch::zeros_like(ids), mask,
+                        condense::nn::ForwardOptions().with_attentions().with_attention_scores());
+  ASSERT_EQ(out.attention_scores.size(), 2u);
+  for (int l = 0; l < 2; ++l) {
+    auto masked = out.attention_scores[l].masked_fill(mask.view({1, 1, 1, 6}) == 0, -1e30);
+    EXPECT_LT((torch::softmax(masked, -1) - out.attentions[l]).abs().max().item<double>(), 1e-6);
+  }
+}
+
+TEST(DistillLayers, ProjectionsOnlyWhenWidthsDiffer) {
+  EXPECT_TRUE(distill::FeatureProjection(32, 32, 3, true)->identity());
+  EXPECT_EQ(distill::FeatureProjection(16, 32, 3, true)->parameters().size(), 2u);   // one W_h, one bias
+  EXPECT_EQ(distill::FeatureProjection(16, 32, 3, false)->parameters().size(), 8u);  // embeddings + 3 layers
+  auto p = distill::FeatureProjection(16, 32, 3, false);
+  EXPECT_EQ(p->forward(torch::zeros({2, 5, 16}), 3).sizes(), (c10::IntArrayRef{2, 5, 32}));
+}
+
+// A synthetic dataset: `n` random sentences over a 64-token vocabulary.
+train::EncodedDataset synthetic(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  train::EncodedDataset d;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = 3 + torch::randint(8, {1}).item<int64_t>();
+    auto ids = torch::randint(5, 64, {len}, torch::kInt64);
+    std::vector<int64_t> row{2};
+    for (int64_t j = 0; j < len; ++j) row.push_back(ids[j].item<int64_t>());
+    row.push_back(3);
+    d.token_type_ids.emplace_back(row.size(), 0);
+    d.input_ids.push_back(std::move(row));
+    d.labels.push_back(i % 2);
+    d.scores.push_back(0);
+  }
+  return d;
+}
+
+// TinyBERT's intermediate stage on a narrower student (16 wide vs 32): embedding, hidden-state
+// and attention MSE through learned projections, no prediction loss. The loss must fall, the
+// teacher must not change, and a run interrupted and resumed (projections in the training
+// state) must end bit-identical to an uninterrupted one.
+TEST(DistillLayers, TinyIntermediateDistillationLearnsAndResumes) {
+  auto teacher = tiny_model(2, 1);
+  auto teacher_before = train::predict_logits(teacher, synthetic(8, 5));
+  auto data = synthetic(64, 4);
+  const auto sopts = StudentOptions().with_layers(1).with_hidden_size(16).with_intermediate_size(32).with_init("scratch");
+  auto o = DistillOptions()
+               .with_prediction_weight(0)
+               .with_layer_losses({{LayerLoss::EmbeddingMSE, 1}, {LayerLoss::HiddenMSE, 1}, {LayerLoss::AttentionMSE, 1}})
+               .with_layer_map(LayerMapOptions().with_strategy("last"))
+               .with_train(TrainOptions().with_epochs(4).with_batch_size(16).with_learning_rate(3e-3).with_seed(3));
+  std::vector<double> losses;
+  double prev = 0;
+  auto logged = o;
+  logged.train.on_progress = [&](const train::Progress& p) {
+    const double sum = p.loss * static_cast<double>(p.step);
+    losses.push_back(sum - prev);
+    prev = sum;
+  };
+  auto a = distill::make_student(teacher, sopts, 2);
+  auto r = distill::distill(a, teacher, data, logged);
+  ASSERT_EQ(r.steps, 16);
+  const double first = (losses[0] + losses[1] + losses[2] + losses[3]) / 4;
+  const double last = (losses[12] + losses[13] + losses[14] + losses[15]) / 4;
+  std::cerr << "intermediate loss " << first << " -> " << last << "\n";
+  EXPECT_LT(last, 0.8 * first);
+  EXPECT_TRUE(torch::equal(train::predict_logits(teacher, synthetic(8, 5)), teacher_before));
+
+  auto dir = ct::scratch_dir("distill_layers_resume");
+  auto b = distill::make_student(teacher, sopts, 2);
+  auto interrupted = o;
+  interrupted.train.with_state_dir(dir).with_save_every(2).with_stop_after(6);
+  EXPECT_FALSE(distill::distill(b, teacher, data, interrupted).finished);
+  auto c = distill::make_student(teacher, sopts, 99);  // different weights: the state must replace them
+  auto resumed = o;
+  resumed.train.with_state_dir(dir).with_save_every(2).with_resume();
+  auto rr = distill::distill(c, teacher, data, resumed);
+  EXPECT_EQ(rr.resumed_from, 6);
+  for (const auto& p : a->named_parameters()) {
+    EXPECT_TRUE(torch::equal(p.value(), c->named_parameters()[p.key()])) << p.key();
+  }
+}
+
+TEST(DistillLayers, ShapeProblemsAreClearErrors) {
+  auto teacher = tiny_model(2, 1);  // 2 heads
+  auto data = synthetic(8, 4);
+  auto student = distill::make_student(
+      teacher, StudentOptions().with_layers(1).with_num_attention_heads(4).with_init("scratch"), 2);
+  auto o = DistillOptions().with_layer_losses({{LayerLoss::AttentionMSE, 1}}).with_train(TrainOptions().with_epochs(1));
+  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, data, o); }),
+             "attention_mse compares attention maps head by head, but the student has 4 heads and the teacher 2");
+  auto s3 = distill::make_student(teacher, StudentOptions().with_layers(2).with_init("scratch"), 2);
+  auto bad = DistillOptions(o).with_layer_losses({{LayerLoss::HiddenMSE, 1}});
+  bad.layer_map.with_strategy("explicit").with_teacher_layers({2});
+  EXPECT_HAS(error_of([&] { distill::distill(s3, teacher, data, bad); }),
+             "layer_map.teacher_layers lists 1 teacher layers but 2 student layers are mapped");
+}
+
+TEST(DistillLayers, RecipeLayerKeys) {
+  auto dir = ct::scratch_dir("distill_layer_recipe");
+  auto r = pipeline::load_recipe(write(dir, "pkd.yaml",
+                                       "distill:\n"
+                                       "  prediction_weight: 0.5\n"
+                                       "  shared_projection: false\n"
+                                       "  layer_losses: [{loss: pkd_cls, weight: 100}, {loss: attention_kl}]\n"
+                                       "  layer_map: {strategy: skip, every: 2, exclude_last: true}\n"));
+  EXPECT_DOUBLE_EQ(r.distill.prediction_weight, 0.5);
+  EXPECT_FALSE(r.distill.shared_projection);
+  ASSERT_EQ(r.distill.layer_losses.size(), 2u);
+  EXPECT_EQ(r.distill.layer_losses[0].loss, LayerLoss::PkdCls);
+  EXPECT_DOUBLE_EQ(r.distill.layer_losses[0].weight, 100);
+  EXPECT_EQ(r.distill.layer_losses[1].loss, LayerLoss::AttentionKL);
+  EXPECT_DOUBLE_EQ(r.distill.layer_losses[1].weight, 1);
+  EXPECT_EQ(r.distill.layer_map.strategy, "skip");
+  EXPECT_EQ(r.distill.layer_map.every, 2);
+  EXPECT_TRUE(r.distill.layer_map.exclude_last);
+  auto check = [&](const std::string& name, const std::string& yaml, const std::string& needle) {
+    auto p = write(dir, name, yaml);
+    auto msg = error_of([&] { pipeline::load_recipe(p); });
+    EXPECT_HAS(msg, p.string() + ":");
+    EXPECT_HAS(msg, needle);
+  };
+  check("bad_loss.yaml", "distill: {layer_losses: [{loss: hiden_mse}]}\n", "'distill.layer_losses[0].loss'");
+  check("no_loss.yaml", "distill: {layer_losses: [{weight: 2}]}\n", "'distill.layer_losses[0]' needs a 'loss'");
+  check("bad_key.yaml", "distill: {layer_map: {strategi: skip}}\n", "unknown key 'distill.layer_map.strategi'");
+  check("not_list.yaml", "distill: {layer_losses: hidden_mse}\n", "must be a list");
+  check("strategy.yaml", "distill: {layer_map: {strategy: zigzag}}\n", "'layer_map.strategy' is 'zigzag'");
+}
+
+TEST(DistillLayers, RecipeStagesOverrideTheRecipe) {
+  auto dir = ct::scratch_dir("distill_stage_recipe");
+  auto r = pipeline::load_recipe(write(dir, "two.yaml",
+                                       "distill: {temperature: 3.0, layer_losses: [{loss: hidden_mse}]}\n"
+                                       "train: {epochs: 5, learning_rate: 1.0e-4, max_length: 64}\n"
+                                       "stages:\n"
+                                       "  - {name: inter, distill: {prediction_weight: 0}, train: {epochs: 7}}\n"
+                                       "  - distill: {layer_losses: [], alpha: 1.0}\n"
+                                       "    train: {learning_rate: 2.0e-5}\n"));
+  ASSERT_EQ(r.stages.size(), 2u);
+  EXPECT_EQ(r.stages[0].name, "inter");
+  EXPECT_EQ(r.stages[1].name, "stage2");
+  EXPECT_DOUBLE_EQ(r.stages[0].distill.prediction_weight, 0);
+  EXPECT_EQ(r.stages[0].distill.layer_losses.size(), 1u);  // inherited
+  EXPECT_EQ(r.stages[0].distill.train.epochs, 7);
+  EXPECT_DOUBLE_EQ(r.stages[0].distill.train.learning_rate, 1e-4);
+  EXPECT_DOUBLE_EQ(r.stages[0].distill.temperature, 3.0);
+  EXPECT_TRUE(r.stages[1].distill.layer_losses.empty());   // replaced
+  EXPECT_DOUBLE_EQ(r.stages[1].distill.alpha, 1.0);
+  EXPECT_EQ(r.stages[1].distill.train.epochs, 5);
+  EXPECT_DOUBLE_EQ(r.stages[1].distill.train.learning_rate, 2e-5);
+  EXPECT_EQ(r.max_length, 64);
+  auto check = [&](const std::string& name, const std::string& yaml, const std::string& needle) {
+    auto p = write(dir, name, yaml);
+    auto msg = error_of([&] { pipeline::load_recipe(p); });
+    EXPECT_HAS(msg, p.string() + ":");
+    EXPECT_HAS(msg, needle);
+  };
+  check("stage_len.yaml", "stages: [{train: {max_length: 32}}]\n", "unknown key 'stages[0].train.max_length'");
+  check("stage_key.yaml", "stages: [{distil: {}}]\n", "unknown key 'stages[0].distil'");
+  check("stage_zero.yaml", "stages: [{distill: {prediction_weight: 0}}]\n", "stages[0]: distill options give every loss term weight 0");
+  check("stage_empty.yaml", "stages: []\n", "'stages' must be a non-empty list");
+}
+
+}  // namespace layers
+
 }  // namespace

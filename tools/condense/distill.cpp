@@ -23,6 +23,27 @@ struct DistillArgs {
   bool no_cache = false;
 };
 
+nlohmann::json describe(const distill::DistillOptions& o, const nn::BertClassifier& student,
+                        const nn::BertClassifier& teacher) {
+  nlohmann::json layer_losses = nlohmann::json::array();
+  for (const auto& t : o.layer_losses) layer_losses.push_back({{"loss", distill::to_string(t.loss)}, {"weight", t.weight}});
+  nlohmann::json layer_map = nlohmann::json::array();
+  if (!o.layer_losses.empty()) {
+    for (const auto& p : distill::resolve_layer_map(o.layer_map, student->config().num_hidden_layers,
+                                                    teacher->config().num_hidden_layers)) {
+      layer_map.push_back({p.student, p.teacher});
+    }
+  }
+  return {{"loss", o.soft_loss == distill::SoftLoss::KL ? "kl" : "mse"},
+          {"temperature", o.temperature},
+          {"alpha", o.alpha},
+          {"prediction_weight", o.prediction_weight},
+          {"layer_losses", layer_losses},
+          {"layer_map", layer_map},
+          {"layer_map_strategy", o.layer_map.strategy},
+          {"cache_teacher", o.cache_teacher}};
+}
+
 void run(DistillArgs a, const CLI::App& sub) {
   set_threads(a.threads);
   pipeline::Recipe r;
@@ -30,62 +51,85 @@ void run(DistillArgs a, const CLI::App& sub) {
     r = pipeline::load_recipe(a.recipe);
     if (r.task && sub.get_option("--task")->count() == 0) a.task.task = *r.task;
   }
-  auto& o = r.distill;
-  a.train.apply(o.train, r.max_length, r.train_limit);
   if (a.layers) r.student.layers = *a.layers;
   if (a.hidden) r.student.hidden_size = *a.hidden;
   if (a.heads) r.student.num_attention_heads = *a.heads;
   if (a.intermediate) r.student.intermediate_size = *a.intermediate;
   if (a.init) r.student.init = *a.init;
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
-  if (a.loss) o.soft_loss = distill::parse_soft_loss(*a.loss);
-  if (a.temperature) o.temperature = *a.temperature;
-  if (a.alpha) o.alpha = *a.alpha;
-  o.cache_teacher = !a.no_cache;
-  if (o.train.state_dir.empty()) o.train.state_dir = a.out + ".state";
-  o.train.on_progress = progress_bar("distill", a.train.quiet);
-  o.validate();
+  // One stage unless the recipe lists several; command-line flags override every stage.
+  auto stages = r.stages;
+  if (stages.empty()) stages.push_back({"distill", r.distill});
+  const std::filesystem::path state_root = a.train.state_dir.empty() ? a.out + ".state" : a.train.state_dir;
+  for (auto& st : stages) {
+    auto& o = st.distill;
+    a.train.apply(o.train, r.max_length, r.train_limit);
+    if (a.loss) o.soft_loss = distill::parse_soft_loss(*a.loss);
+    if (a.temperature) o.temperature = *a.temperature;
+    if (a.alpha) o.alpha = *a.alpha;
+    o.cache_teacher = !a.no_cache;
+    o.train.state_dir = stages.size() == 1 ? state_root : state_root / st.name;
+    o.train.on_progress = progress_bar(stages.size() == 1 ? "distill" : st.name, a.train.quiet);
+    o.validate();
+  }
+  const auto& first = stages.front().distill;
 
   auto tokenizer = text::WordPieceTokenizer::from_directory(a.teacher);
-  auto train_set = load_split(a.task, "train", r.train_limit, o.train.seed);
-  auto dev = load_split(a.task, "dev", 0, o.train.seed);
+  auto train_set = load_split(a.task, "train", r.train_limit, first.train.seed);
+  auto dev = load_split(a.task, "dev", 0, first.train.seed);
   auto teacher = nn::load_classifier(a.teacher);
   const auto& info = data::task_info(a.task.parsed());
   CONDENSE_CHECK(teacher->config().num_labels == info.num_labels,
                  "{}: teacher has {} outputs but task {} needs {} (fine-tune it on the task first)", a.teacher,
                  teacher->config().num_labels, info.name, info.num_labels);
-  auto student = distill::make_student(teacher, r.student, o.train.seed);
+  auto student = distill::make_student(teacher, r.student, first.train.seed);
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
   auto enc_dev = train::encode(dev, tokenizer, r.max_length);
-  // The teacher runs once over the training set; every epoch reads the cache.
-  const auto t0 = std::chrono::steady_clock::now();
-  auto teacher_logits =
-      o.cache_teacher && o.alpha > 0 ? train::predict_logits(teacher, enc_train) : torch::Tensor();
-  const double cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
-  if (o.train.resume && tr.resumed_from == 0) {
-    fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
+  // The teacher runs once over the training set and every epoch reads the cache, unless no stage
+  // needs its logits alone (alpha 0 needs none; with layer losses the teacher runs on every batch).
+  torch::Tensor teacher_logits;
+  double cache_seconds = 0;
+  nlohmann::json stage_log = nlohmann::json::array();
+  train::TrainResult tr;
+  for (const auto& st : stages) {
+    const auto& o = st.distill;
+    if (o.cache_teacher && o.alpha > 0 && o.layer_losses.empty() && !teacher_logits.defined()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      teacher_logits = train::predict_logits(teacher, enc_train);
+      cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
+    if (o.train.resume && tr.resumed_from == 0) {
+      fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
+    }
+    if (!tr.finished) {
+      fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
+      return;
+    }
+    auto d = describe(o, student, teacher);
+    d["name"] = st.name;
+    d["epochs"] = o.train.epochs;
+    d["learning_rate"] = o.train.learning_rate;
+    d["steps"] = tr.steps;
+    d["seconds"] = tr.seconds;
+    d["mean_loss_last_epoch"] = tr.mean_loss_last_epoch;
+    stage_log.push_back(d);
   }
-  if (!tr.finished) {
-    fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
-    return;
-  }
+  const auto& last = stages.back().distill;
   auto ev = train::evaluate(student, enc_dev, dev);
-  auto summary = run_summary("distill", train_set, dev, o.train, tr, ev, student);
+  auto summary = run_summary("distill", train_set, dev, last.train, tr, ev, student);
   summary["teacher"] = a.teacher;
   summary["recipe"] = a.recipe;
   summary["max_length"] = r.max_length;
-  summary["distill"] = {{"loss", o.soft_loss == distill::SoftLoss::KL ? "kl" : "mse"},
-                        {"temperature", o.temperature},
-                        {"alpha", o.alpha},
-                        {"cache_teacher", o.cache_teacher},
-                        {"teacher_cache_seconds", cache_seconds},
-                        {"init", r.student.init},
-                        {"init_layers", r.student.init == "teacher"
-                                            ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
-                                            : std::vector<int64_t>{}}};
+  summary["distill"] = describe(last, student, teacher);
+  summary["distill"]["teacher_cache_seconds"] = cache_seconds;
+  summary["distill"]["init"] = r.student.init;
+  summary["distill"]["init_layers"] =
+      r.student.init == "teacher" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
+                                  : std::vector<int64_t>{};
+  if (stages.size() > 1) summary["stages"] = stage_log;
   nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}}, {{"metrics.json", summary.dump(2) + "\n"}});
-  drop_state(a.train, o.train.state_dir);
+  drop_state(a.train, state_root);
   fmt::print("{} dev {}: {:.4f}  student {} layers, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
              info.main_metric, ev.metrics.at("main"), student->config().num_hidden_layers, student->num_parameters(),
              tr.examples_per_second, tr.seconds, a.out);

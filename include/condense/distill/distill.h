@@ -3,7 +3,9 @@
 /// Knowledge distillation of a BERT teacher into a smaller BERT student.
 ///
 /// Losses: Hinton et al. 2015 soft targets (KL at temperature T, scaled by T²) mixed with the
-/// hard-label loss by a weight alpha, or Caruana-style logit MSE (Ba & Caruana 2014).
+/// hard-label loss by a weight alpha, or Caruana-style logit MSE (Ba & Caruana 2014); plus weighted
+/// intermediate-layer terms (hidden-state MSE/cosine, attention MSE/KL, embedding MSE, PKD [CLS])
+/// over a layer map, with learned projections when student and teacher widths differ.
 /// The teacher is run once over the training set and its logits are cached: with a fixed
 /// training set its outputs never change, so a teacher forward per step would only cost time.
 /// Students are built from flags or a recipe, initialised from chosen teacher layers
@@ -29,11 +31,67 @@ enum class SoftLoss {
 /// Parses "kl" / "mse"; throws naming the value otherwise.
 SoftLoss parse_soft_loss(const std::string& name);
 
-/// How the distillation loss is formed.
+/// Losses between intermediate representations of student and teacher. Each is summed over the
+/// mapped layer pairs and averaged over real (non-padding) tokens.
+enum class LayerLoss {
+  HiddenMSE,     ///< ‖H_s W − H_t‖² per token (TinyBERT, Jiao et al. 2020); W learned when widths differ
+  HiddenCosine,  ///< 1 − cos(H_s W, H_t) per token (DistilBERT, Sanh et al. 2019)
+  AttentionMSE,  ///< MSE of pre-softmax attention scores per head (TinyBERT); heads must match
+  AttentionKL,   ///< KL(A_t ‖ A_s) of attention rows per head (MiniLM, Wang et al. 2020)
+  EmbeddingMSE,  ///< ‖E_s W_e − E_t‖² of the embedding-layer outputs (TinyBERT)
+  PkdCls,        ///< ‖h_s/‖h_s‖ − h_t/‖h_t‖‖² of the [CLS] state (Patient KD, Sun et al. 2019)
+};
+
+/// Parses hidden_mse, hidden_cosine, attention_mse, attention_kl, embedding_mse, pkd_cls.
+LayerLoss parse_layer_loss(const std::string& name);
+std::string to_string(LayerLoss loss);
+
+/// One weighted term of the intermediate objective.
+struct LayerLossTerm {
+  LayerLoss loss = LayerLoss::HiddenMSE;
+  double weight = 1.0;
+};
+
+/// Which teacher layer each student layer learns from. Layers are numbered from 1 (layer 0 is the
+/// embedding output, matched only by EmbeddingMSE).
+struct LayerMapOptions {
+  /// uniform: student i ← teacher ⌊i·N/M⌋ (TinyBERT's g(m) = m·N/M); skip: i ← i·k (PKD-skip);
+  /// last: i ← N − M + i (PKD-last); final: only M ← N (DistilBERT's output cosine);
+  /// explicit: i ← teacher_layers[i − 1].
+  std::string strategy = "uniform";
+  int64_t every = 0;                   ///< skip's k; 0 = N / M
+  std::vector<int64_t> teacher_layers; ///< explicit map, one entry per mapped student layer
+  /// Leave the student's last layer out (PKD: the prediction loss already covers it).
+  bool exclude_last = false;
+
+  LayerMapOptions& with_strategy(std::string v) { strategy = std::move(v); return *this; }
+  LayerMapOptions& with_every(int64_t v) { every = v; return *this; }
+  LayerMapOptions& with_teacher_layers(std::vector<int64_t> v) { teacher_layers = std::move(v); return *this; }
+  LayerMapOptions& with_exclude_last(bool v = true) { exclude_last = v; return *this; }
+};
+
+/// A student layer and the teacher layer it learns from (1-based).
+struct LayerPair {
+  int64_t student = 0, teacher = 0;
+  bool operator==(const LayerPair&) const = default;
+};
+
+/// Resolves a map for a student of `student_layers` and a teacher of `teacher_layers`; throws a
+/// message naming the field ('layer_map.every', 'layer_map.teacher_layers', ...) when it cannot hold.
+std::vector<LayerPair> resolve_layer_map(const LayerMapOptions& map, int64_t student_layers, int64_t teacher_layers);
+
+/// How the distillation loss is formed:
+///   prediction_weight · (alpha · soft + (1 − alpha) · hard) + Σ_j weight_j · layer_loss_j.
 struct DistillOptions {
   SoftLoss soft_loss = SoftLoss::KL;
   double temperature = 2.0;  ///< softens both distributions; only used by KL
   double alpha = 0.5;        ///< loss = alpha · soft + (1 − alpha) · hard-label loss
+  /// Weight of the prediction-layer part; TinyBERT's intermediate stage sets it to 0.
+  double prediction_weight = 1.0;
+  std::vector<LayerLossTerm> layer_losses;  ///< intermediate terms; empty = logits only
+  LayerMapOptions layer_map;                ///< layers the hidden/attention terms compare
+  /// One projection for every layer (TinyBERT's W_h) instead of one per mapped layer.
+  bool shared_projection = true;
   /// Run the teacher once and reuse its logits (default). false runs the teacher on every batch,
   /// which only data augmentation needs; it exists to measure what caching saves.
   bool cache_teacher = true;
@@ -43,6 +101,10 @@ struct DistillOptions {
   DistillOptions& with_temperature(double v) { temperature = v; return *this; }
   DistillOptions& with_alpha(double v) { alpha = v; return *this; }
   DistillOptions& with_cache_teacher(bool v) { cache_teacher = v; return *this; }
+  DistillOptions& with_prediction_weight(double v) { prediction_weight = v; return *this; }
+  DistillOptions& with_layer_losses(std::vector<LayerLossTerm> v) { layer_losses = std::move(v); return *this; }
+  DistillOptions& with_layer_map(LayerMapOptions v) { layer_map = std::move(v); return *this; }
+  DistillOptions& with_shared_projection(bool v) { shared_projection = v; return *this; }
   DistillOptions& with_train(train::TrainOptions v) { train = std::move(v); return *this; }
   void validate() const;
 };
@@ -58,6 +120,42 @@ torch::Tensor logit_mse_loss(const torch::Tensor& student_logits, const torch::T
 /// alpha · soft + (1 − alpha) · hard (cross-entropy or MSE against the labels).
 torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                                 const train::Batch& batch, const DistillOptions& options);
+
+/// Layer-loss primitives. `mask` is the [batch, seq] attention mask (1 = token); padding never
+/// contributes. Student tensors must already be projected to the teacher's width.
+/// Σ over real tokens of ‖s − t‖² / (tokens · width).
+torch::Tensor hidden_mse_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask);
+/// Mean over real tokens of 1 − cos(s, t).
+torch::Tensor hidden_cosine_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask);
+/// Mean squared difference of [batch, heads, seq, seq] scores over real (query, key) pairs.
+torch::Tensor attention_mse_loss(const torch::Tensor& s, const torch::Tensor& t, const torch::Tensor& mask);
+/// Mean over heads and real query rows of KL(t_row ‖ s_row) between attention probabilities.
+torch::Tensor attention_kl_loss(const torch::Tensor& s_probs, const torch::Tensor& t_probs, const torch::Tensor& mask);
+/// Batch mean of ‖s/‖s‖ − t/‖t‖‖² for [batch, width] [CLS] states.
+torch::Tensor pkd_cls_loss(const torch::Tensor& s_cls, const torch::Tensor& t_cls);
+
+/// Learned linear maps from the student's width to the teacher's (TinyBERT's W_h, W_e). Slot 0 is
+/// the embedding output, slot i student layer i. Identity (no parameters) when the widths agree.
+class FeatureProjectionImpl : public torch::nn::Module {
+ public:
+  FeatureProjectionImpl(int64_t student_width, int64_t teacher_width, int64_t student_layers, bool shared);
+  torch::Tensor forward(const torch::Tensor& x, int64_t slot);
+  bool identity() const { return maps_.empty(); }
+
+ private:
+  std::vector<torch::nn::Linear> maps_;
+};
+TORCH_MODULE(FeatureProjection);
+
+/// The intermediate part of the objective for one batch: Σ weight · loss over the resolved pairs.
+/// `student`/`teacher` must hold hidden states (and attention scores/probabilities when the terms
+/// need them); `proj` maps student widths to teacher widths.
+torch::Tensor layer_objective(const nn::BertOutput& student, const nn::BertOutput& teacher,
+                              const torch::Tensor& mask, const std::vector<LayerLossTerm>& terms,
+                              const std::vector<LayerPair>& pairs, FeatureProjection& proj);
+
+/// The forward options a model needs for a set of layer-loss terms.
+nn::ForwardOptions forward_options_for(const std::vector<LayerLossTerm>& terms);
 
 /// The student's shape and initialisation. Unset sizes are taken from the teacher.
 struct StudentOptions {
@@ -86,7 +184,10 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
 
 /// Distils `teacher` into `student` on `train_set`. `teacher_logits` is the cache
 /// ([N, num_labels], dataset order); compute it with train::predict_logits or pass an empty
-/// tensor to have it computed here (ignored when options.cache_teacher is false).
+/// tensor to have it computed here (ignored when options.cache_teacher is false). With layer
+/// losses the teacher runs on every batch (its hidden states are too large to cache: 7 layers ×
+/// 384 floats per token) and the cache is not used. Throws before training when the layer map or
+/// the shapes cannot work (attention terms need equal head counts).
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& options,
                            torch::Tensor teacher_logits = {});

@@ -47,20 +47,31 @@ struct BertConfig {
 };
 
 /// What a forward pass returns. hidden_states[0] is the embedding output, hidden_states[i] the
-/// output of layer i; attentions[i] is layer i's softmax attention, [batch, heads, seq, seq].
+/// output of layer i; attentions[i] is the softmax attention of layer i + 1, [batch, heads, seq, seq];
+/// attention_scores[i] the same layer's scores before the mask and softmax (QKᵀ/√d), which
+/// TinyBERT (Jiao et al. 2020) fits because they converge faster than the probabilities.
 struct BertOutput {
   torch::Tensor logits;
   torch::Tensor pooled;
   std::vector<torch::Tensor> hidden_states;
   std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> attention_scores;
 };
 
 /// Which intermediate tensors forward() keeps.
 struct ForwardOptions {
   bool hidden_states = false;
   bool attentions = false;
+  bool attention_scores = false;
   ForwardOptions& with_hidden_states(bool v = true) { hidden_states = v; return *this; }
   ForwardOptions& with_attentions(bool v = true) { attentions = v; return *this; }
+  ForwardOptions& with_attention_scores(bool v = true) { attention_scores = v; return *this; }
+};
+
+/// Where a layer puts the attention tensors a caller asked for.
+struct AttentionTaps {
+  bool want_probs = false, want_scores = false;
+  torch::Tensor probs, scores;
 };
 
 class BertEmbeddingsImpl : public torch::nn::Module {
@@ -77,8 +88,8 @@ class BertSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit BertSelfAttentionImpl(const BertConfig& c);
   /// additive_mask: [batch, 1, 1, seq], 0 for tokens and a large negative number for padding.
-  /// When probs_out is non-null it receives the attention probabilities.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  /// When taps is non-null its requested fields receive the attention probabilities / scores.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   torch::nn::Dropout dropout{nullptr};
   int64_t heads = 0, head_dim = 0;
@@ -100,7 +111,7 @@ TORCH_MODULE(BertResidualOutput);
 class BertAttentionImpl : public torch::nn::Module {
  public:
   explicit BertAttentionImpl(const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
   BertSelfAttention self{nullptr};
   BertResidualOutput output{nullptr};
 };
@@ -118,7 +129,7 @@ TORCH_MODULE(BertIntermediate);
 class BertLayerImpl : public torch::nn::Module {
  public:
   explicit BertLayerImpl(const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, torch::Tensor* probs_out);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
   BertAttention attention{nullptr};
   BertIntermediate intermediate{nullptr};
   BertResidualOutput output{nullptr};

@@ -5,25 +5,41 @@
 /// ```yaml
 /// task: sst2                      # optional
 /// student: {layers: 3, init: teacher, init_layers: [0, 2, 4]}   # or hidden_size, num_attention_heads, intermediate_size
-/// distill: {loss: kl, temperature: 2.0, alpha: 0.5}
+/// distill: {loss: kl, temperature: 2.0, alpha: 0.5, prediction_weight: 1.0,
+///           layer_losses: [{loss: hidden_mse, weight: 1.0}, {loss: attention_mse, weight: 1.0}],
+///           layer_map: {strategy: skip, every: 2, exclude_last: true}, shared_projection: true}
 /// train:   {epochs: 3, batch_size: 32, learning_rate: 1.0e-4, warmup_ratio: 0.1, weight_decay: 0.01,
 ///           max_grad_norm: 1.0, seed: 42, max_length: 128, train_limit: 0}
+/// stages:                        # optional; each entry overrides distill/train for one stage
+///   - {name: intermediate, distill: {prediction_weight: 0, layer_losses: [...]}, train: {epochs: 10}}
+///   - {name: prediction, distill: {layer_losses: [], alpha: 1.0, temperature: 1.0}}
 /// ```
 /// Unknown keys are errors (a typo must not silently fall back to a default).
 
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "condense/distill/distill.h"
 
 namespace condense::pipeline {
+
+/// One stage of a multi-stage recipe: its options are the recipe's, overridden by the stage's own
+/// `distill` and `train` keys (a stage's layer_losses list replaces the recipe's).
+struct Stage {
+  std::string name;
+  distill::DistillOptions distill;
+};
 
 /// A parsed recipe. Fields absent from the file keep the library defaults.
 struct Recipe {
   std::optional<std::string> task;
   distill::StudentOptions student;
   distill::DistillOptions distill;
+  /// Stages run in order on the same student (TinyBERT: intermediate layers, then predictions).
+  /// Empty = one stage with `distill`.
+  std::vector<Stage> stages;
   int max_length = 128;
   int64_t train_limit = 0;  ///< 0 = the whole training set
 };

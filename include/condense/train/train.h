@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -102,8 +103,11 @@ struct TrainResult {
 using LossFn = std::function<torch::Tensor(nn::BertClassifier& model, const Batch& batch)>;
 
 /// The shared loop: AdamW, linear warm-up and decay, clipping, NaN check, state saves, resume.
+/// `aux` (may be null) holds extra trainable modules the loss uses, such as the projections of
+/// intermediate-layer distillation: their parameters join the optimizer, the gradient clip and the
+/// training state, but not the model.
 TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options,
-                       const LossFn& loss);
+                       const LossFn& loss, std::shared_ptr<torch::nn::Module> aux = nullptr);
 
 /// Fine-tunes on the task's own labels (cross-entropy or MSE).
 TrainResult finetune(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options);
