@@ -14,6 +14,7 @@ SEEDS="${CONDENSE_SEEDS:-1 2 3}"
 THREADS="${CONDENSE_THREADS:-1}"
 SST2_LIMIT="${CONDENSE_SST2_LIMIT:-16000}"   # 0 = all 67,349 training sentences
 SST2_EPOCHS="${CONDENSE_SST2_EPOCHS:-2}"     # teacher and students; the full-data runs use 1
+# CONDENSE_WITH_PKD=1 adds a PKD-skip student (recipes/pkd-skip-3layer.yaml) to each SST-2 seed.
 mkdir -p "$OUT"
 
 run() {  # skip runs already finished (their folder holds metrics.json)
@@ -32,6 +33,10 @@ for seed in $SEEDS; do
     --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --seed "$seed"
   run "$d/student-nokd" distill --teacher "$d/teacher" --recipe recipes/distil-3layer.yaml --task sst2 \
     --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --seed "$seed" --alpha 0
+  if [ -n "${CONDENSE_WITH_PKD:-}" ]; then  # KD with intermediate layers: same student, init, epochs
+  run "$d/student-pkd" distill --teacher "$d/teacher" --recipe recipes/pkd-skip-3layer.yaml --task sst2 \
+    --data data/glue/SST-2 --train-limit "$SST2_LIMIT" --epochs "$SST2_EPOCHS" --seed "$seed"
+  fi
   fi
   if [[ " $TASKS " == *" mrpc "* ]]; then
   d="$OUT/mrpc/seed$seed"

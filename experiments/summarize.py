@@ -9,7 +9,8 @@ import json, pathlib, statistics, sys
 
 ROWS = [("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
         ("student-nokd", "3-layer student, no KD (labels only)"),
-        ("student-kd", "3-layer student, Hinton KD (T=2, α=0.5)")]
+        ("student-kd", "3-layer student, Hinton KD (T=2, α=0.5)"),
+        ("student-pkd", "3-layer student, PKD-skip (KD T=5 α=0.5 + normalised [CLS] of teacher layers 2, 4, β=100)")]
 METRICS = {"sst2": [("accuracy", "SST-2 dev acc")], "mrpc": [("f1", "MRPC dev F1"), ("accuracy", "MRPC dev acc")]}
 
 
@@ -46,6 +47,16 @@ def main(out):
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
             print(f"| {label} | {runs[0]['layers']} | {runs[0]['parameters'] / 1e6:.1f} M | " + " | ".join(cells) +
                   f" | {ret} | {seeds_used} |")
+        # The bar "KD must not be worse than no KD", seed by seed (same seed = same teacher and batches).
+        diffs = []
+        for s in seeds:
+            for kd_name in ("student-kd", "student-pkd"):
+                kd, nokd = s / kd_name / "metrics.json", s / "student-nokd" / "metrics.json"
+                if kd.exists() and nokd.exists():
+                    a, b = (100 * json.loads(p.read_text())["dev"][metrics[0][0]] for p in (kd, nokd))
+                    diffs.append(f"{s.name} {kd_name} {a - b:+.2f}")
+        if diffs:
+            print(f"\nKD − no KD ({metrics[0][1]}), per seed: {', '.join(diffs)}")
         commits = sorted({json.loads(p.read_text())["commit"] for p in (out / task).glob("seed*/*/metrics.json")})
         print(f"\ncommit(s): {', '.join(commits)}; train examples: "
               f"{json.loads(next((out / task).glob('seed*/teacher/metrics.json')).read_text())['train_examples']}")

@@ -261,6 +261,70 @@ Dataset read_glue_split(Task task, const std::filesystem::path& task_dir, std::s
   return read_glue(task, task_dir / (std::string(split) + ".tsv"));
 }
 
+Dataset read_text_corpus(Task task, const std::filesystem::path& txt, std::size_t max_words) {
+  CONDENSE_CHECK(max_words > 0, "{}: max_words must be positive", txt.string());
+  const std::string bytes = read_file(txt);
+  Dataset d{task, txt, {}};
+  // Every replacement is shorter than its pattern, so searching again from the same position
+  // terminates, and it catches overlapping runs such as " <unk> <unk> " (the shared space).
+  auto replace_all = [](std::string& s, std::string_view from, std::string_view to) {
+    for (std::size_t p = s.find(from); p != std::string::npos; p = s.find(from, p)) s.replace(p, from.size(), to);
+  };
+  std::size_t start = 0;
+  while (start < bytes.size()) {
+    std::size_t end = bytes.find('\n', start);
+    if (end == std::string::npos) end = bytes.size();
+    std::string line = bytes.substr(start, end - start);
+    start = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const auto first = line.find_first_not_of(' ');
+    if (first == std::string::npos) continue;                // blank
+    if (line.compare(first, 2, "= ") == 0) continue;         // " = Heading = "
+    line = " " + line + " ";
+    replace_all(line, " <unk> ", " ");  // first: "<unk> @-@ x" would otherwise become "<unk>-x"
+    replace_all(line, " @-@ ", "-");
+    replace_all(line, " @,@ ", ",");
+    replace_all(line, " @.@ ", ".");
+    // Markers left beside a dropped <unk> ("The <unk> @,@ <unk> @-@ square") lose their spaces.
+    replace_all(line, "@-@", "-");
+    replace_all(line, "@,@", ",");
+    replace_all(line, "@.@", ".");
+    // Words, cut into passages at sentence ends once max_words is reached.
+    std::vector<std::string> words;
+    for (std::size_t p = 0; p < line.size();) {
+      const auto q = line.find(' ', p);
+      const auto w = line.substr(p, (q == std::string::npos ? line.size() : q) - p);
+      if (!w.empty()) words.push_back(w);
+      if (q == std::string::npos) break;
+      p = q + 1;
+    }
+    std::string passage, sentence;
+    std::size_t passage_words = 0, sentence_words = 0;
+    auto flush_passage = [&] {
+      if (passage_words > 0) d.examples.push_back({passage, std::nullopt, 0, 0});
+      passage.clear();
+      passage_words = 0;
+    };
+    auto end_sentence = [&] {
+      if (sentence_words == 0) return;
+      if (passage_words > 0 && passage_words + sentence_words > max_words) flush_passage();
+      passage += (passage.empty() ? "" : " ") + sentence;
+      passage_words += sentence_words;
+      sentence.clear();
+      sentence_words = 0;
+    };
+    for (const auto& w : words) {
+      sentence += (sentence.empty() ? "" : " ") + w;
+      ++sentence_words;
+      if (w == "." || w == "!" || w == "?") end_sentence();
+    }
+    end_sentence();
+    flush_passage();
+  }
+  CONDENSE_CHECK(!d.examples.empty(), "{}: no text", txt.string());
+  return d;
+}
+
 Dataset take_subset(const Dataset& d, std::size_t n, uint64_t seed) {
   CONDENSE_CHECK(n > 0, "{}: subset size must be positive", d.source.string());
   if (n >= d.examples.size()) return d;

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "condense/core/error.h"
+#include "condense/nn/checkpoint.h"
 
 namespace condense::distill {
 
@@ -241,6 +242,32 @@ torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch
   return o.alpha * soft + (1.0 - o.alpha) * train::task_loss(student_logits, batch);
 }
 
+torch::Tensor combine_teacher_logits(const std::vector<torch::Tensor>& logits, std::vector<double> weights,
+                                     const DistillOptions& o) {
+  CONDENSE_CHECK(!logits.empty(), "no teacher logits to combine");
+  if (weights.empty()) weights.assign(logits.size(), 1.0);
+  CONDENSE_CHECK(weights.size() == logits.size(), "{} teacher weights given for {} teachers", weights.size(),
+                 logits.size());
+  double total = 0;
+  for (double w : weights) {
+    CONDENSE_CHECK(w >= 0 && std::isfinite(w), "teacher weights must be >= 0, found {}", w);
+    total += w;
+  }
+  CONDENSE_CHECK(total > 0, "teacher weights sum to 0");
+  for (const auto& l : logits) {
+    CONDENSE_CHECK(l.sizes() == logits[0].sizes(), "teachers disagree on the logits' shape ({} vs {})",
+                   fmt::format("{}", fmt::join(l.sizes(), "x")), fmt::format("{}", fmt::join(logits[0].sizes(), "x")));
+  }
+  const bool mean_of_outputs = o.soft_loss == SoftLoss::MSE || logits[0].size(1) == 1;
+  torch::Tensor acc = torch::zeros_like(logits[0]);
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    const double w = weights[i] / total;
+    acc = acc + w * (mean_of_outputs ? logits[i] : torch::softmax(logits[i] / o.temperature, 1));
+  }
+  if (mean_of_outputs) return acc;
+  return o.temperature * torch::log(acc.clamp_min(1e-30));
+}
+
 std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teacher_layers) {
   CONDENSE_CHECK(s.layers > 0, "student option 'layers' must be positive, found {}", s.layers);
   if (!s.init_layers.empty()) {
@@ -267,11 +294,34 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   if (s.hidden_size) c.hidden_size = *s.hidden_size;
   if (s.num_attention_heads) c.num_attention_heads = *s.num_attention_heads;
   if (s.intermediate_size) c.intermediate_size = *s.intermediate_size;
+  c.norm = s.norm;
   c.validate("student options");
   torch::manual_seed(seed);
+  if (s.init != "teacher" && s.init != "scratch") {
+    // A model folder, e.g. the student of a general-distillation run (TinyBERT's second stage
+    // starts from the first): its shape wins; explicit shape options must agree with it.
+    CONDENSE_CHECK(std::filesystem::exists(std::filesystem::path(s.init) / "config.json"),
+                   "student option 'init' is '{}': expected teacher, scratch or a model folder with config.json", s.init);
+    // The task head follows the teacher; a head of another shape (general distillation trains
+    // none that matters) starts afresh, the encoder and pooler are kept.
+    auto loaded = nn::load_classifier(s.init, tc.num_labels);
+    const auto& lc = loaded->config();
+    auto agree = [&](const std::optional<int64_t>& want, int64_t have, const char* field) {
+      CONDENSE_CHECK(!want || *want == have, "student option '{}' is {} but the model in {} has {}", field, *want, s.init,
+                     have);
+    };
+    agree(s.layers, lc.num_hidden_layers, "layers");
+    agree(s.hidden_size, lc.hidden_size, "hidden_size");
+    agree(s.num_attention_heads, lc.num_attention_heads, "num_attention_heads");
+    agree(s.intermediate_size, lc.intermediate_size, "intermediate_size");
+    CONDENSE_CHECK(s.norm == lc.norm || s.norm == nn::NormKind::LayerNorm,
+                   "student option 'norm' is {} but the model in {} uses {}", nn::to_string(s.norm), s.init,
+                   nn::to_string(lc.norm));
+    CONDENSE_CHECK(lc.vocab_size == tc.vocab_size, "the model in {} has a vocabulary of {} but the teacher's has {}",
+                   s.init, lc.vocab_size, tc.vocab_size);
+    return loaded;
+  }
   nn::BertClassifier student(c);
-  CONDENSE_CHECK(s.init == "teacher" || s.init == "scratch", "student option 'init' is '{}', expected teacher or scratch",
-                 s.init);
   if (s.init == "scratch") return student;
   CONDENSE_CHECK(c.hidden_size == tc.hidden_size && c.intermediate_size == tc.intermediate_size &&
                      c.num_attention_heads == tc.num_attention_heads,
@@ -290,7 +340,19 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
       const int64_t li = std::stoll(name.substr(prefix.size(), dot - prefix.size()));
       name = prefix + std::to_string(map[static_cast<std::size_t>(li)]) + name.substr(dot);
     }
-    p.value().copy_(tparams[name]);
+    // Weight-normalised and cosine layers take the teacher's plain weight in their own form.
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with(".weight_v")) {
+      p.value().copy_(tparams[name.substr(0, name.size() - 2)]);
+    } else if (ends_with(".weight_g")) {
+      p.value().copy_(tparams[name.substr(0, name.size() - 2)].norm(2, {1}));
+    } else if (ends_with(".scale")) {
+      continue;  // cosine layers start at scale 1
+    } else {
+      p.value().copy_(tparams[name]);
+    }
   }
   return student;
 }

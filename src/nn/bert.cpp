@@ -77,6 +77,13 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   c.layer_norm_eps = get_or<double>(j, "layer_norm_eps", c.layer_norm_eps, source);
   c.initializer_range = get_or<double>(j, "initializer_range", c.initializer_range, source);
   c.hidden_act = get_or<std::string>(j, "hidden_act", c.hidden_act, source);
+  if (j.contains("condense_norm")) {
+    try {
+      c.norm = parse_norm(get_or<std::string>(j, "condense_norm", "layernorm", source));
+    } catch (const Error& e) {
+      fail("{}: field 'condense_norm': {}", source, e.what());
+    }
+  }
   if (j.contains("position_embedding_type") && j["position_embedding_type"].is_string()) {
     auto p = j["position_embedding_type"].get<std::string>();
     CONDENSE_CHECK(p == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported",
@@ -123,6 +130,11 @@ nlohmann::json BertConfig::to_json() const {
   j["hidden_act"] = hidden_act;
   j["position_embedding_type"] = "absolute";
   j["num_labels"] = num_labels;
+  if (norm == NormKind::LayerNorm) {
+    j.erase("condense_norm");
+  } else {
+    j["condense_norm"] = to_string(norm);
+  }
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
   for (int64_t i = 0; i < num_labels; ++i) {
     id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
@@ -140,25 +152,25 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) {
       register_module("position_embeddings", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
   token_type_embeddings =
       register_module("token_type_embeddings", torch::nn::Embedding(c.type_vocab_size, c.hidden_size));
-  LayerNorm = register_module(
-      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+  LayerNorm = register_module("LayerNorm", Norm(c.norm, c.hidden_size, c.layer_norm_eps));
   dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
 
-torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids) {
+torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                                          const torch::Tensor& token_mask) {
   const int64_t seq = input_ids.size(1);
   CONDENSE_CHECK(seq <= position_embeddings->weight.size(0),
                  "sequence length {} exceeds max_position_embeddings {}", seq, position_embeddings->weight.size(0));
   auto positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
   auto x = word_embeddings(input_ids) + position_embeddings(positions) + token_type_embeddings(token_type_ids);
-  return dropout(LayerNorm(x));
+  return dropout(LayerNorm(x, token_mask));
 }
 
 BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
     : heads(c.num_attention_heads), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
-  query = register_module("query", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  key = register_module("key", torch::nn::Linear(c.hidden_size, c.hidden_size));
-  value = register_module("value", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  query = register_module("query", Dense(c.hidden_size, c.hidden_size, c.norm));
+  key = register_module("key", Dense(c.hidden_size, c.hidden_size, c.norm));
+  value = register_module("value", Dense(c.hidden_size, c.hidden_size, c.norm));
   dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
 }
 
@@ -183,14 +195,14 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch
 }
 
 BertResidualOutputImpl::BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c) {
-  dense = register_module("dense", torch::nn::Linear(in, out));
-  LayerNorm =
-      register_module("LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({out}).eps(c.layer_norm_eps)));
+  dense = register_module("dense", Dense(in, out, c.norm));
+  LayerNorm = register_module("LayerNorm", Norm(c.norm, out, c.layer_norm_eps));
   dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
 
-torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
-  return LayerNorm(dropout(dense(x)) + residual);
+torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torch::Tensor& residual,
+                                              const torch::Tensor& token_mask) {
+  return LayerNorm(dropout(dense(x)) + residual, token_mask);
 }
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
@@ -199,12 +211,12 @@ BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
-                                         AttentionTaps* taps) {
-  return output(self(x, additive_mask, taps), x);
+                                         AttentionTaps* taps, const torch::Tensor& token_mask) {
+  return output(self(x, additive_mask, taps), x, token_mask);
 }
 
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
-  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+  dense = register_module("dense", Dense(c.hidden_size, c.intermediate_size, c.norm));
 }
 
 torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) { return activation(dense(x), act); }
@@ -216,9 +228,9 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c) {
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
-                                     AttentionTaps* taps) {
-  auto a = attention(x, additive_mask, taps);
-  return output(intermediate(a), a);
+                                     AttentionTaps* taps, const torch::Tensor& token_mask) {
+  auto a = attention(x, additive_mask, taps, token_mask);
+  return output(intermediate(a), a, token_mask);
 }
 
 BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {
@@ -259,11 +271,17 @@ void BertClassifierImpl::reset_parameters() {
     if (auto* lin = m->as<torch::nn::Linear>()) {
       lin->weight.normal_(0, std);
       if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* dense = m->as<Dense>()) {
+      dense->reset(std);
     } else if (auto* emb = m->as<torch::nn::Embedding>()) {
       emb->weight.normal_(0, std);
-    } else if (auto* ln = m->as<torch::nn::LayerNorm>()) {
-      ln->weight.fill_(1);
-      ln->bias.zero_();
+    } else if (auto* norm = m->as<Norm>()) {
+      norm->weight.fill_(1);
+      norm->bias.zero_();
+      if (norm->running_mean.defined()) {
+        norm->running_mean.zero_();
+        norm->running_var.fill_(1);
+      }
     }
   }
   // HF zeroes the padding row of the word embeddings (nn.Embedding padding_idx).
@@ -282,7 +300,9 @@ BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const tor
                                        const torch::Tensor& attention_mask, ForwardOptions options) {
   CONDENSE_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], found {} dims", input_ids.dim());
   BertOutput out;
-  auto x = bert->embeddings(input_ids, token_type_ids);
+  // Only batchnorm reads the token mask; the others get an undefined tensor and skip the work.
+  const torch::Tensor token_mask = config_.norm == NormKind::BatchNorm ? attention_mask : torch::Tensor();
+  auto x = bert->embeddings(input_ids, token_type_ids, token_mask);
   // Padding keys get the most negative float so that softmax gives them zero weight, as in HF.
   auto additive_mask = (1.0 - attention_mask.to(x.dtype()).unsqueeze(1).unsqueeze(2)) *
                        std::numeric_limits<float>::lowest();
@@ -290,7 +310,7 @@ BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const tor
   const bool tap = options.attentions || options.attention_scores;
   for (const auto& m : *bert->encoder->layer) {
     AttentionTaps taps{options.attentions, options.attention_scores, {}, {}};
-    x = m->as<BertLayerImpl>()->forward(x, additive_mask, tap ? &taps : nullptr);
+    x = m->as<BertLayerImpl>()->forward(x, additive_mask, tap ? &taps : nullptr, token_mask);
     if (options.hidden_states) out.hidden_states.push_back(x);
     if (options.attentions) out.attentions.push_back(taps.probs);
     if (options.attention_scores) out.attention_scores.push_back(taps.scores);

@@ -69,8 +69,12 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
   std::set<std::string> used;
   LoadReport local;
   torch::NoGradGuard guard;
-  for (auto& item : model->named_parameters()) {
-    const std::string& name = item.key();
+  // Buffers too: a batchnorm student's running estimates are part of the model.
+  std::vector<std::pair<std::string, torch::Tensor>> targets;
+  for (auto& item : model->named_parameters()) targets.emplace_back(item.key(), item.value());
+  for (auto& item : model->named_buffers()) targets.emplace_back(item.key(), item.value());
+  for (auto& item : targets) {
+    const std::string& name = item.first;
     std::string file_name = name;
     if (!prefixed && name.rfind("bert.", 0) == 0) file_name = name.substr(5);
     const io::TensorView* view = st.find(file_name);
@@ -82,7 +86,7 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
       continue;
     }
     std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
-    auto& param = item.value();
+    auto& param = item.second;
     if (c10::IntArrayRef(shape) != param.sizes()) {
       // A task head of another width is replaced, as `transformers` does with ignore_mismatched_sizes.
       CONDENSE_CHECK(name.rfind("classifier.", 0) == 0,

@@ -125,7 +125,17 @@ Recipe load_recipe(const std::filesystem::path& path) {
     out.task = task;
   }
   if (auto s = root["student"]) {
-    r.only_keys(s, "student", {"layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers"});
+    r.only_keys(s, "student",
+                {"layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm"});
+    if (s["norm"]) {
+      std::string norm;
+      r.get(s, "student", "norm", norm);
+      try {
+        out.student.norm = nn::parse_norm(norm);
+      } catch (const Error& e) {
+        fail("{}: field 'student.norm': {}", path.string(), e.what());
+      }
+    }
     r.get(s, "student", "layers", out.student.layers);
     int64_t v = 0;
     if (s["hidden_size"]) { r.get(s, "student", "hidden_size", v); out.student.hidden_size = v; }

@@ -577,6 +577,91 @@ TEST(Cli, DistillWithRecipe) {
   EXPECT_EQ(ev.exit_code, 0) << show(ev);
 }
 
+// A student with another normalisation trains, evaluates and reloads through the CLI; exporting it
+// to Hugging Face, which has only LayerNorm, is refused with one line.
+TEST(Cli, NormStudentRunsButDoesNotExport) {
+  FIXTURE(f);
+  const auto student = f.work / "bn";
+  auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                        "--norm", "batchnorm", "--train-limit", "32", "--epochs", "1", "--batch-size", "16",
+                        "--out", student.string(), "--quiet", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_EQ(metrics_of(student)["norm"], "batchnorm");
+  auto ev = run(f.work, {"eval", "--model", student.string(), "--data", f.data.string(), "--threads", "1"});
+  EXPECT_EQ(ev.exit_code, 0) << show(ev);
+  const auto out = f.work / "hf";
+  expect_one_line_error(f, {"export", "--model", student.string(), "--out", out.string()}, out,
+                        {"condense_norm", "batchnorm", "only LayerNorm"});
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--norm", "groupnorm",
+                            "--out", out.string(), "--quiet"},
+                        out, {"unknown normalisation 'groupnorm'"});
+}
+
+TEST(Cli, MultiTeacherDistillation) {
+  FIXTURE(f);
+  const auto second = model_copy(f, "second");
+  const auto student = f.work / "student";
+  auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--extra-teachers", second.string(),
+                        "--teacher-weights", "1,3", "--data", f.data.string(), "--layers", "1", "--train-limit", "32",
+                        "--epochs", "1", "--out", student.string(), "--quiet", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(student);
+  EXPECT_EQ(j["extra_teachers"], json::array({second.string()}));
+  EXPECT_EQ(j["teacher_weights"], json::array({1.0, 3.0}));
+  const auto bad = f.work / "bad";
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--extra-teachers", second.string(), "--data",
+                            f.data.string(), "--layers", "1", "--alpha", "0", "--out", bad.string(), "--quiet"},
+                        bad, {"--extra-teachers", "alpha 0"});
+}
+
+// TinyBERT's two steps from the command line: general distillation on unlabelled text (a WikiText
+// fixture plus the task's sentences), then task distillation that starts from its student.
+TEST(Cli, GeneralThenTaskDistillation) {
+  FIXTURE(f);
+  const auto teacher = env_path("CONDENSE_TEACHER_DIR").string();
+  const auto text = f.work / "wiki.txt";
+  spit(text, " = Lobster = \n The lobster @-@ like animal is blue . It lives in the sea .\n \n Another line of text .\n");
+  const auto gd = f.work / "gd";
+  const auto recipes = ct::source_dir() / "recipes";
+  std::vector<std::string> common{"--quiet", "--epochs", "1", "--batch-size", "16", "--max-length", "32", "--threads", "1"};
+  auto with = [&](std::vector<std::string> args) {
+    args.insert(args.end(), common.begin(), common.end());
+    return args;
+  };
+  auto r = run(f.work, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
+                             (recipes / "tinybert-4x312-general.yaml").string(), "--corpus", text.string() + ",task",
+                             "--out", gd.string()}));
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(gd);
+  EXPECT_EQ(j["general_distillation"], true);
+  EXPECT_EQ(j["train_examples"], 302);  // 2 passages + 300 task sentences
+  EXPECT_EQ(j["train"]["steps"], 19);   // ceil(302 / 16)
+  EXPECT_EQ(j["hidden_size"], 312);
+  EXPECT_FALSE(j.contains("dev"));
+
+  const auto task = f.work / "task";
+  r = run(f.work, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
+                        (recipes / "tinybert-4x312.yaml").string(), "--init", gd.string(), "--train-limit", "32",
+                        "--out", task.string()}));
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto t = metrics_of(task);
+  EXPECT_EQ(t["distill"]["init"], gd.string());
+  EXPECT_EQ(t["stages"].size(), 2u);
+  EXPECT_TRUE(t["dev"].contains("accuracy"));
+
+  const auto bad = f.work / "bad";
+  expect_one_line_error(f, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
+                                 (recipes / "distil-3layer.yaml").string(), "--corpus", text.string(), "--out",
+                                 bad.string()}),
+                        bad, {"--corpus", "prediction_weight: 0"});
+  expect_one_line_error(f, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--init",
+                                 (f.work / "nowhere").string(), "--out", bad.string()}),
+                        bad, {"'init'", "nowhere", "a model folder with config.json"});
+  expect_one_line_error(f, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--init", gd.string(),
+                                 "--layers", "3", "--out", bad.string()}),
+                        bad, {"'layers' is 3", "has 4"});
+}
+
 // Every recipe under recipes/ runs from one command: the real teacher (its head untrained), 32
 // training rows, one epoch per stage, sequences cut to 32 tokens. This keeps recipes from rotting.
 std::vector<std::string> recipe_files() {

@@ -570,4 +570,47 @@ TEST(Batching, RealSst2DevLengths) {
   EXPECT_EQ(batches.size(), 28u);  // ceil(872 / 32)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Unlabelled corpus (general distillation)
+
+TEST(Corpus, WikiTextMarkupHeadingsAndPassages) {
+  auto dir = condense::testing::scratch_dir("corpus");
+  auto p = write_fixture(dir, "wiki.txt",
+                         " \n = Homarus = \n \n The lobster is 60 @-@ 70 cm long , weighs 1 @,@ 200 g . It is <unk> <unk> blue .\r\n"
+                         " = = Description = = \n"
+                         " One two three . Four five six seven . Eight nine ten eleven twelve .\n");
+  auto d = condense::data::read_text_corpus(Task::SST2, p, 5);
+  std::vector<std::string> got;
+  for (const auto& e : d.examples) got.push_back(e.text_a);
+  // Sentences are packed while the passage stays within 5 words; a longer sentence stands alone.
+  EXPECT_EQ(got, (std::vector<std::string>{"The lobster is 60-70 cm long , weighs 1,200 g .", "It is blue .",
+                                           "One two three .", "Four five six seven .",
+                                           "Eight nine ten eleven twelve ."}));
+  EXPECT_EQ(d.examples[0].label, 0);
+  EXPECT_FALSE(d.examples[0].text_b);
+  auto wide = condense::data::read_text_corpus(Task::SST2, p, 80);
+  ASSERT_EQ(wide.examples.size(), 2u);
+  EXPECT_EQ(wide.examples[1].text_a, "One two three . Four five six seven . Eight nine ten eleven twelve .");
+
+  auto empty = write_fixture(dir, "empty.txt", " \n = Only = \n\n");
+  EXPECT_NE(error_of([&] { condense::data::read_text_corpus(Task::SST2, empty); }).find(empty.string() + ": no text"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { condense::data::read_text_corpus(Task::SST2, dir / "missing.txt"); }).find("missing.txt"),
+            std::string::npos);
+}
+
+TEST(Corpus, RealWikiText2) {
+  auto shared = condense::testing::shared_data_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared/data missing";
+  auto d = condense::data::read_text_corpus(Task::SST2, shared / "text" / "wikitext-2" / "valid.txt");
+  EXPECT_GT(d.examples.size(), 2000u);
+  std::size_t words = 0;
+  for (const auto& e : d.examples) {
+    EXPECT_EQ(e.text_a.find("<unk>"), std::string::npos);
+    EXPECT_EQ(e.text_a.find(" @"), std::string::npos);
+    words += static_cast<std::size_t>(std::count(e.text_a.begin(), e.text_a.end(), ' ')) + 1;
+  }
+  EXPECT_GT(words, 150000u);  // ~190k words remain of 217k tokens once headings, newlines and <unk> go
+}
+
 }  // namespace

@@ -722,6 +722,43 @@ TEST(DistillLayers, RecipeStagesOverrideTheRecipe) {
   check("stage_empty.yaml", "stages: []\n", "'stages' must be a non-empty list");
 }
 
+TEST(DistillLayers, StudentsOfOtherNormsStartFromTheTeacher) {
+  auto teacher = tiny_model(2, 1);
+  auto wn = distill::make_student(teacher, StudentOptions().with_layers(1).with_init_layers({1}).with_norm(
+                                               condense::nn::NormKind::WeightNorm), 2);
+  auto t = teacher->named_parameters();
+  auto s = wn->named_parameters();
+  const std::string tq = "bert.encoder.layer.1.attention.self.query.", sq = "bert.encoder.layer.0.attention.self.query.";
+  EXPECT_TRUE(torch::equal(s[sq + "weight_v"], t[tq + "weight"]));
+  EXPECT_TRUE(torch::allclose(s[sq + "weight_g"], t[tq + "weight"].norm(2, {1})));
+  EXPECT_TRUE(torch::allclose(wn->layer(0)->attention->self->query->effective_weight(), t[tq + "weight"], 1e-5, 1e-6));
+  auto bn = distill::make_student(teacher, StudentOptions().with_layers(1).with_init_layers({0}).with_norm(
+                                               condense::nn::NormKind::BatchNorm), 2);
+  EXPECT_TRUE(torch::equal(bn->named_parameters()["bert.encoder.layer.0.output.LayerNorm.weight"],
+                           t["bert.encoder.layer.0.output.LayerNorm.weight"]));
+  EXPECT_EQ(bn->named_buffers().size(), 6u);  // running mean and variance of 3 norms: embeddings, attention, output
+}
+
+TEST(DistillLayers, MultiTeacherSoftTargetsAreTheMeanDistribution) {
+  // t1 = (ln 3, 0) -> (3/4, 1/4); t2 = (0, 0) -> (1/2, 1/2). Equal weights: (5/8, 3/8); weights 1:3: (9/16, 7/16).
+  auto t1 = rows({{std::log(3.0f), 0}}), t2 = rows({{0, 0}});
+  auto o = DistillOptions().with_temperature(1.0);
+  auto p = torch::softmax(distill::combine_teacher_logits({t1, t2}, {}, o), 1);
+  EXPECT_NEAR(p[0][0].item<double>(), 5.0 / 8.0, 1e-6);
+  p = torch::softmax(distill::combine_teacher_logits({t1, t2}, {1, 3}, o), 1);
+  EXPECT_NEAR(p[0][0].item<double>(), 9.0 / 16.0, 1e-6);
+  // At T = 2 the mix is of the softened distributions: t1·2 softened by 2 is (3/4, 1/4) again.
+  auto o2 = DistillOptions().with_temperature(2.0);
+  p = torch::softmax(distill::combine_teacher_logits({t1 * 2, t2}, {}, o2) / 2.0, 1);
+  EXPECT_NEAR(p[0][0].item<double>(), 5.0 / 8.0, 1e-6);
+  // Logit MSE averages raw logits.
+  auto mse = distill::combine_teacher_logits({rows({{2, 4}}), rows({{0, 0}})}, {}, DistillOptions().with_soft_loss(SoftLoss::MSE));
+  EXPECT_TRUE(torch::allclose(mse, rows({{1, 2}})));
+  EXPECT_HAS(error_of([&] { distill::combine_teacher_logits({t1, t2}, {1}, o); }), "1 teacher weights given for 2 teachers");
+  EXPECT_HAS(error_of([&] { distill::combine_teacher_logits({t1, t2}, {0, 0}, o); }), "sum to 0");
+  EXPECT_HAS(error_of([&] { distill::combine_teacher_logits({t1, rows({{0, 0, 0}})}, {}, o); }), "disagree");
+}
+
 }  // namespace layers
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "condense/core/file.h"
 #include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/pipeline/recipe.h"
@@ -17,11 +18,31 @@ struct DistillArgs {
   TrainFlags train;
   int threads = 0;
   std::optional<int64_t> layers, hidden, heads, intermediate;
-  std::optional<std::string> init, loss;
+  std::optional<std::string> init, loss, norm;
   std::vector<int64_t> init_layers;
   std::optional<double> temperature, alpha;
   bool no_cache = false;
+  std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
+  std::vector<std::string> extra_teachers;
+  std::vector<double> teacher_weights;
 };
+
+// General distillation reads unlabelled text: passages of each file, and the task's training
+// sentences (labels ignored) where the list says "task".
+data::Dataset load_corpus(const DistillArgs& a, int64_t limit, uint64_t seed) {
+  data::Dataset all{a.task.parsed(), {}, {}};
+  std::string sources;
+  for (const auto& c : a.corpus) {
+    auto part = c == "task" ? data::read_glue_split(a.task.parsed(), a.task.dir(), "train")
+                            : data::read_text_corpus(a.task.parsed(), c);
+    sources += (sources.empty() ? "" : ",") + part.source.string();
+    all.examples.insert(all.examples.end(), part.examples.begin(), part.examples.end());
+  }
+  all.source = sources;
+  CONDENSE_CHECK(limit >= 0, "--train-limit must be >= 0, found {}", limit);
+  if (limit > 0) all = data::take_subset(all, static_cast<std::size_t>(limit), seed);
+  return all;
+}
 
 nlohmann::json describe(const distill::DistillOptions& o, const nn::BertClassifier& student,
                         const nn::BertClassifier& teacher) {
@@ -57,6 +78,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (a.intermediate) r.student.intermediate_size = *a.intermediate;
   if (a.init) r.student.init = *a.init;
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
+  if (a.norm) r.student.norm = nn::parse_norm(*a.norm);
   // One stage unless the recipe lists several; command-line flags override every stage.
   auto stages = r.stages;
   if (stages.empty()) stages.push_back({"distill", r.distill});
@@ -71,20 +93,38 @@ void run(DistillArgs a, const CLI::App& sub) {
     o.train.state_dir = stages.size() == 1 ? state_root : state_root / st.name;
     o.train.on_progress = progress_bar(stages.size() == 1 ? "distill" : st.name, a.train.quiet);
     o.validate();
+    CONDENSE_CHECK(a.corpus.empty() || (o.prediction_weight == 0 && !o.layer_losses.empty()),
+                   "--corpus gives text without labels, so {} must set prediction_weight: 0 and list layer_losses",
+                   stages.size() == 1 ? std::string("the recipe") : "stage '" + st.name + "'");
   }
   const auto& first = stages.front().distill;
 
   auto tokenizer = text::WordPieceTokenizer::from_directory(a.teacher);
-  auto train_set = load_split(a.task, "train", r.train_limit, first.train.seed);
-  auto dev = load_split(a.task, "dev", 0, first.train.seed);
+  const bool general = !a.corpus.empty();
+  auto train_set = general ? load_corpus(a, r.train_limit, first.train.seed)
+                           : load_split(a.task, "train", r.train_limit, first.train.seed);
+  auto dev = general ? data::Dataset{} : load_split(a.task, "dev", 0, first.train.seed);
   auto teacher = nn::load_classifier(a.teacher);
   const auto& info = data::task_info(a.task.parsed());
-  CONDENSE_CHECK(teacher->config().num_labels == info.num_labels,
+  CONDENSE_CHECK(general || teacher->config().num_labels == info.num_labels,
                  "{}: teacher has {} outputs but task {} needs {} (fine-tune it on the task first)", a.teacher,
                  teacher->config().num_labels, info.name, info.num_labels);
   auto student = distill::make_student(teacher, r.student, first.train.seed);
+  if (!a.extra_teachers.empty()) {
+    for (const auto& st : stages) {
+      CONDENSE_CHECK(st.distill.layer_losses.empty() && st.distill.cache_teacher && st.distill.alpha > 0 && !general,
+                     "--extra-teachers combine the teachers' cached soft targets; they cannot be used with layer "
+                     "losses, --corpus, --no-teacher-cache or alpha 0");
+    }
+    const auto vocab = read_file(std::filesystem::path(a.teacher) / "vocab.txt");
+    for (const auto& t : a.extra_teachers) {
+      CONDENSE_CHECK(read_file(std::filesystem::path(t) / "vocab.txt") == vocab,
+                     "{}: vocab.txt differs from the first teacher's; all teachers must share one tokenizer",
+                     (std::filesystem::path(t) / "vocab.txt").string());
+    }
+  }
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
-  auto enc_dev = train::encode(dev, tokenizer, r.max_length);
+  auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, tokenizer, r.max_length);
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
   // needs its logits alone (alpha 0 needs none; with layer losses the teacher runs on every batch).
   torch::Tensor teacher_logits;
@@ -96,6 +136,17 @@ void run(DistillArgs a, const CLI::App& sub) {
     if (o.cache_teacher && o.alpha > 0 && o.layer_losses.empty() && !teacher_logits.defined()) {
       const auto t0 = std::chrono::steady_clock::now();
       teacher_logits = train::predict_logits(teacher, enc_train);
+      if (!a.extra_teachers.empty()) {
+        std::vector<torch::Tensor> all{teacher_logits};
+        for (const auto& t : a.extra_teachers) {
+          auto extra = nn::load_classifier(t);
+          CONDENSE_CHECK(extra->config().num_labels == teacher->config().num_labels,
+                         "{}: teacher has {} outputs but the first teacher has {}", t, extra->config().num_labels,
+                         teacher->config().num_labels);
+          all.push_back(train::predict_logits(extra, enc_train));
+        }
+        teacher_logits = distill::combine_teacher_logits(all, a.teacher_weights, o);
+      }
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
@@ -116,14 +167,47 @@ void run(DistillArgs a, const CLI::App& sub) {
     stage_log.push_back(d);
   }
   const auto& last = stages.back().distill;
+  if (general) {
+    // No labels, no dev score: the student is an initialisation for task distillation.
+    nlohmann::json summary;
+    summary["command"] = "distill";
+    summary["commit"] = build_commit();
+    summary["general_distillation"] = true;
+    summary["corpus"] = train_set.source.string();
+    summary["train_examples"] = train_set.examples.size();
+    summary["teacher"] = a.teacher;
+    summary["recipe"] = a.recipe;
+    summary["max_length"] = r.max_length;
+    summary["parameters"] = student->num_parameters();
+    summary["layers"] = student->config().num_hidden_layers;
+    summary["hidden_size"] = student->config().hidden_size;
+    summary["train"] = {{"steps", tr.steps}, {"seconds", tr.seconds}, {"seed", last.train.seed},
+                        {"epochs", last.train.epochs}, {"mean_loss_last_epoch", tr.mean_loss_last_epoch},
+                        {"examples_per_second", tr.examples_per_second}, {"threads", at::get_num_threads()}};
+    summary["distill"] = describe(last, student, teacher);
+    summary["distill"]["init"] = r.student.init;
+    if (stages.size() > 1) summary["stages"] = stage_log;
+    nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}},
+                        {{"metrics.json", summary.dump(2) + "\n"}});
+    drop_state(a.train, state_root);
+    fmt::print("general distillation: {} passages, final loss {:.4f}, student {} layers x {} ({:.0f} ex/s) -> {}\n",
+               train_set.examples.size(), tr.mean_loss_last_epoch, student->config().num_hidden_layers,
+               student->config().hidden_size, tr.examples_per_second, a.out);
+    return;
+  }
   auto ev = train::evaluate(student, enc_dev, dev);
   auto summary = run_summary("distill", train_set, dev, last.train, tr, ev, student);
   summary["teacher"] = a.teacher;
+  if (!a.extra_teachers.empty()) {
+    summary["extra_teachers"] = a.extra_teachers;
+    summary["teacher_weights"] = a.teacher_weights;
+  }
   summary["recipe"] = a.recipe;
   summary["max_length"] = r.max_length;
   summary["distill"] = describe(last, student, teacher);
   summary["distill"]["teacher_cache_seconds"] = cache_seconds;
   summary["distill"]["init"] = r.student.init;
+  summary["norm"] = nn::to_string(student->config().norm);
   summary["distill"]["init_layers"] =
       r.student.init == "teacher" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
                                   : std::vector<int64_t>{};
@@ -149,13 +233,23 @@ void add_distill(CLI::App& app) {
   sub->add_option("--hidden", a->hidden, "Student hidden size (default: teacher's)");
   sub->add_option("--heads", a->heads, "Student attention heads (default: teacher's)");
   sub->add_option("--intermediate", a->intermediate, "Student FFN size (default: teacher's)");
-  sub->add_option("--init", a->init, "teacher (copy layers) or scratch (default teacher)");
+  sub->add_option("--init", a->init, "teacher (copy layers), scratch, or a model folder to start from (default teacher)");
   sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
       ->delimiter(',');
+  sub->add_option("--norm", a->norm, "Student normalisation: layernorm, batchnorm, nonorm, weightnorm, cosinenorm");
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
   sub->add_option("--alpha", a->alpha, "Weight of the soft loss; 1-alpha goes to the labels (default 0.5)");
+  sub->add_option("--extra-teachers", a->extra_teachers,
+                  "More fine-tuned teachers (same tokenizer): soft targets become the weighted mean of all")
+      ->delimiter(',');
+  sub->add_option("--teacher-weights", a->teacher_weights, "Weights of --teacher and --extra-teachers (default equal)")
+      ->delimiter(',');
   sub->add_flag("--no-teacher-cache", a->no_cache, "Run the teacher on every batch instead of once (for timing)");
+  sub->add_option("--corpus", a->corpus,
+                  "General distillation on unlabelled text: text files, and 'task' for the task's training "
+                  "sentences (comma-separated)")
+      ->delimiter(',');
   sub->callback([a, sub] { run(*a, *sub); });
 }
 

@@ -14,6 +14,10 @@ struct ExportArgs {
 
 void run(const ExportArgs& a) {
   auto model = nn::load_classifier(a.model);
+  CONDENSE_CHECK(model->config().norm == nn::NormKind::LayerNorm,
+                 "{}: field 'condense_norm' is '{}'; Hugging Face BERT has only LayerNorm, so this student cannot be "
+                 "exported to it (condense eval and bench run it)",
+                 (std::filesystem::path(a.model) / "config.json").string(), nn::to_string(model->config().norm));
   if (!a.state.empty()) {
     // Weights from an interrupted run's training state, shape from the model folder.
     const auto path = std::filesystem::path(a.state) / "train_state.pt";

@@ -89,6 +89,15 @@ Dataset read_glue(Task task, const std::filesystem::path& tsv);
 /// an Error).
 Dataset read_glue_split(Task task, const std::filesystem::path& task_dir, std::string_view split);
 
+/// Unlabelled text for general distillation (TinyBERT, Jiao et al. 2020): passages from a plain
+/// text file, one paragraph per line. WikiText markup is undone (" @-@ " -> "-", " @,@ " -> ",",
+/// " @.@ " -> "."; "<unk>" dropped, since WordPiece would spell it as four pieces), section headings
+/// (" = Title = ") and blank lines are skipped, and paragraphs are cut at sentence ends (" . ")
+/// into passages of at most max_words words (longer sentences become passages of their own), so a
+/// 128-token window sees whole text instead of only the start of a long paragraph. Examples carry
+/// label 0, which no loss reads. Throws `<file>: cannot open file (...)` or `<file>: no text`.
+Dataset read_text_corpus(Task task, const std::filesystem::path& txt, std::size_t max_words = 80);
+
 /// The first n examples of `d` after a seeded shuffle, in shuffled order; deterministic across
 /// standard libraries. n >= size returns all examples in their original order. n == 0 is an Error.
 Dataset take_subset(const Dataset& d, std::size_t n, uint64_t seed);

@@ -121,6 +121,14 @@ torch::Tensor logit_mse_loss(const torch::Tensor& student_logits, const torch::T
 torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                                 const train::Batch& batch, const DistillOptions& options);
 
+/// Soft targets of several teachers in one logits tensor: T · log Σ_i w_i softmax(t_i / T), whose
+/// softened distribution is the weighted mean of the teachers' (multi-teacher distillation, the
+/// ensemble case of Hinton et al. 2015), so every loss above works on it unchanged. For logit MSE
+/// and regression heads it is the weighted mean of the raw outputs. Weights are normalised to sum
+/// to 1; empty weights mean equal ones.
+torch::Tensor combine_teacher_logits(const std::vector<torch::Tensor>& logits, std::vector<double> weights,
+                                     const DistillOptions& options);
+
 /// Layer-loss primitives. `mask` is the [batch, seq] attention mask (1 = token); padding never
 /// contributes. Student tensors must already be projected to the teacher's width.
 /// Σ over real tokens of ‖s − t‖² / (tokens · width).
@@ -162,13 +170,19 @@ struct StudentOptions {
   int64_t layers = 3;
   std::optional<int64_t> hidden_size, num_attention_heads, intermediate_size;
   /// "teacher": copy embeddings, pooler, head and the layers in init_layers from the teacher
-  /// (widths must equal the teacher's); "scratch": Hugging Face random initialisation.
+  /// (widths must equal the teacher's); "scratch": Hugging Face random initialisation; anything
+  /// else is a model folder to start from (e.g. a general-distillation student), whose shape must
+  /// agree with the options given.
   std::string init = "teacher";
   /// Teacher layer copied into each student layer; empty = every k-th layer starting at 0,
   /// k = teacher_layers / student_layers (DistilBERT's "one out of two").
   std::vector<int64_t> init_layers;
+  /// Normalisation of the student (nn/norm.h). With init: teacher, LayerNorm's γ/β seed the new
+  /// norm's and linear weights carry over (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows).
+  nn::NormKind norm = nn::NormKind::LayerNorm;
 
   StudentOptions& with_layers(int64_t v) { layers = v; return *this; }
+  StudentOptions& with_norm(nn::NormKind v) { norm = v; return *this; }
   StudentOptions& with_hidden_size(int64_t v) { hidden_size = v; return *this; }
   StudentOptions& with_num_attention_heads(int64_t v) { num_attention_heads = v; return *this; }
   StudentOptions& with_intermediate_size(int64_t v) { intermediate_size = v; return *this; }

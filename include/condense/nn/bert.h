@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "condense/nn/norm.h"
+
 namespace condense::nn {
 
 /// The fields of a Hugging Face BERT `config.json` that shape the model.
@@ -34,6 +36,9 @@ struct BertConfig {
   std::string hidden_act = "gelu";
   /// Outputs of the classification head; 1 means regression (STS-B).
   int64_t num_labels = 2;
+  /// Normalisation of a student (nn/norm.h); stored as `condense_norm` in config.json when it is
+  /// not BERT's LayerNorm, which Hugging Face cannot load.
+  NormKind norm = NormKind::LayerNorm;
   /// Everything else in the file, kept so that a round trip does not lose fields.
   nlohmann::json extra = nlohmann::json::object();
 
@@ -77,9 +82,11 @@ struct AttentionTaps {
 class BertEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit BertEmbeddingsImpl(const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids);
+  /// token_mask ([batch, seq], 1 = token) is read only by batchnorm.
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                        const torch::Tensor& token_mask = {});
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
+  Norm LayerNorm{nullptr};
   torch::nn::Dropout dropout{nullptr};
 };
 TORCH_MODULE(BertEmbeddings);
@@ -90,7 +97,7 @@ class BertSelfAttentionImpl : public torch::nn::Module {
   /// additive_mask: [batch, 1, 1, seq], 0 for tokens and a large negative number for padding.
   /// When taps is non-null its requested fields receive the attention probabilities / scores.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
-  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  Dense query{nullptr}, key{nullptr}, value{nullptr};
   torch::nn::Dropout dropout{nullptr};
   int64_t heads = 0, head_dim = 0;
   double dropout_p = 0;
@@ -101,9 +108,9 @@ TORCH_MODULE(BertSelfAttention);
 class BertResidualOutputImpl : public torch::nn::Module {
  public:
   BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual);
-  torch::nn::Linear dense{nullptr};
-  torch::nn::LayerNorm LayerNorm{nullptr};
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual, const torch::Tensor& token_mask = {});
+  Dense dense{nullptr};
+  Norm LayerNorm{nullptr};
   torch::nn::Dropout dropout{nullptr};
 };
 TORCH_MODULE(BertResidualOutput);
@@ -111,7 +118,8 @@ TORCH_MODULE(BertResidualOutput);
 class BertAttentionImpl : public torch::nn::Module {
  public:
   explicit BertAttentionImpl(const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
+                        const torch::Tensor& token_mask = {});
   BertSelfAttention self{nullptr};
   BertResidualOutput output{nullptr};
 };
@@ -121,7 +129,7 @@ class BertIntermediateImpl : public torch::nn::Module {
  public:
   explicit BertIntermediateImpl(const BertConfig& c);
   torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear dense{nullptr};
+  Dense dense{nullptr};
   std::string act;
 };
 TORCH_MODULE(BertIntermediate);
@@ -129,7 +137,8 @@ TORCH_MODULE(BertIntermediate);
 class BertLayerImpl : public torch::nn::Module {
  public:
   explicit BertLayerImpl(const BertConfig& c);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
+                        const torch::Tensor& token_mask = {});
   BertAttention attention{nullptr};
   BertIntermediate intermediate{nullptr};
   BertResidualOutput output{nullptr};

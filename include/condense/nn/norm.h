@@ -1,0 +1,73 @@
+#pragma once
+/// \file
+/// Normalisation choices for students: what follows each residual connection (`Norm`) and how the
+/// encoder's linear layers are parameterised (`Dense`).
+///
+/// - layernorm (Ba et al. 2016): per token over the width — BERT's own.
+/// - batchnorm (Ioffe & Szegedy 2015): per feature over the batch's real tokens (padding is
+///   masked out of the statistics); running estimates for evaluation.
+/// - nonorm (MobileBERT, Sun et al. 2020): γ ⊙ x + β with no statistics; it folds into the next
+///   linear layer at inference, which is why MobileBERT uses it.
+/// - weightnorm (Salimans & Kingma 2016): linear layers with W = g · v / ‖v‖ per output row;
+///   activations then go through nonorm.
+/// - cosinenorm (Luo et al. 2018): linear layers computing γ_j · cos(w_j, x) + b_j; activations
+///   through nonorm.
+///
+/// The invariances that define them (tests/unit/nn_norm_test.cpp): scaling a weight row leaves
+/// batchnorm, weightnorm and cosinenorm outputs unchanged, and layernorm's when the whole matrix is
+/// scaled; scaling the input leaves batchnorm, layernorm and cosinenorm unchanged but not weightnorm.
+///
+/// Parameter names stay those of Hugging Face where the kind has them (`LayerNorm.weight`,
+/// `dense.weight`); batchnorm adds `running_mean`/`running_var` buffers, weightnorm stores
+/// `weight_v`/`weight_g`, cosinenorm adds `scale`.
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace condense::nn {
+
+enum class NormKind { LayerNorm, BatchNorm, NoNorm, WeightNorm, CosineNorm };
+
+/// Parses layernorm, batchnorm, nonorm, weightnorm, cosinenorm; throws naming the value otherwise.
+NormKind parse_norm(const std::string& name);
+std::string to_string(NormKind kind);
+
+/// The activation normalisation of a kind: LayerNorm, BatchNorm, or NoNorm (for nonorm,
+/// weightnorm and cosinenorm). Parameters `weight` (γ) and `bias` (β) of the width.
+class NormImpl : public torch::nn::Module {
+ public:
+  NormImpl(NormKind kind, int64_t width, double eps = 1e-12, double momentum = 0.1);
+  /// x: [..., width]; mask: [batch, seq] with 1 for tokens (batchnorm only; undefined = all real).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
+  NormKind kind() const { return kind_; }
+  torch::Tensor weight, bias, running_mean, running_var;
+
+ private:
+  NormKind kind_;
+  double eps_, momentum_;
+};
+TORCH_MODULE(Norm);
+
+/// A linear layer whose parameterisation follows the kind: plain `weight`/`bias` (every kind but
+/// the two below), weightnorm `weight_v`/`weight_g`/`bias`, cosinenorm `weight`/`scale`/`bias`.
+class DenseImpl : public torch::nn::Module {
+ public:
+  DenseImpl(int64_t in, int64_t out, NormKind kind = NormKind::LayerNorm);
+  torch::Tensor forward(const torch::Tensor& x);
+  /// Plain and weightnorm: the matrix the layer multiplies by (g · v / ‖v‖ for weightnorm).
+  torch::Tensor effective_weight() const;
+  /// Sets the layer from a plain linear layer's weight and bias so that it computes the same
+  /// function (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows, whose lengths it ignores).
+  void copy_from(const torch::Tensor& weight, const torch::Tensor& bias);
+  /// Hugging Face initialisation: weights normal(0, std), biases 0 (g = row norms, scale 1).
+  void reset(double std);
+  bool plain() const { return mode_ == Mode::Plain; }
+  torch::Tensor weight, bias, weight_v, weight_g, scale;
+
+ private:
+  enum class Mode { Plain, WeightNorm, Cosine } mode_;
+};
+TORCH_MODULE(Dense);
+
+}  // namespace condense::nn
