@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # docs/RESULTS.md, "Foundation" tables: teacher fine-tuned, 3-layer student with and without KD,
-# on SST-2 (seeded 16k-example subset of train, full dev) and MRPC (full train, full dev), seeds 1-3.
+# on SST-2 (seeded 16k-example subset of train by default, CONDENSE_SST2_LIMIT=0 for all of it;
+# full dev) and MRPC (full train, full dev), seeds 1-3.
 # Usage: bash experiments/foundation.sh [OUT_DIR] [TASKS]   then   python3 experiments/summarize.py OUT_DIR
 # TASKS is "sst2 mrpc" (default); two invocations with one task each run side by side, one thread
 # each (CONDENSE_THREADS, default 1), which uses two cores better than one two-thread run.

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# docs/RESULTS.md, "Distillation methods side by side" (issue: every distillation method as a
+# recipe). For each seed: the teacher fine-tuned on the task, then one student per row below, each
+# in its own folder with metrics.json. Finished runs are skipped and interrupted ones resume from
+# their training state, so an interrupted sweep continues where it stopped.
+# Usage: bash experiments/distill_methods.sh OUT_DIR TASK [ROWS...]
+#   TASK: mrpc (full training set) or sst2 (seeded subset of CONDENSE_SST2_LIMIT sentences, default 16000)
+#   ROWS: a subset of the row names below (default: all)
+# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
+cd "$ROOT"
+OUT="${1:?usage: distill_methods.sh OUT_DIR TASK [ROWS...]}"
+TASK="${2:?usage: distill_methods.sh OUT_DIR TASK [ROWS...]}"
+shift 2
+CLI="$BUILD/condense"
+SEEDS="${CONDENSE_SEEDS:-1 2 3}"
+THREADS="${CONDENSE_THREADS:-1}"
+case "$TASK" in
+  mrpc) DATA=data/glue/MRPC; LIMIT=0; T_EPOCHS=3; S_EPOCHS=3 ;;
+  sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}"; T_EPOCHS=2; S_EPOCHS=2 ;;
+  *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
+esac
+ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
+  multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3"
+ROWS="${*:-$ALL_ROWS}"
+mkdir -p "$OUT"
+
+run() {  # run OUT_FOLDER ARGS...: skip when metrics.json exists, else run (resuming)
+  local out="$1"; shift
+  [ -f "$out/metrics.json" ] && return 0
+  echo "== $out" >&2
+  "$CLI" "$@" --quiet --threads "$THREADS" --save-every 100 --resume --out "$out"
+}
+
+for seed in $SEEDS; do
+  d="$OUT/$TASK/seed$seed"
+  common=(--task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed")
+  run "$d/teacher" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" --lr 5e-5
+  T="$d/teacher"
+  for row in $ROWS; do
+    s=(distill --teacher "$T" "${common[@]}")
+    case "$row" in
+      nokd-3)        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --alpha 0 ;;
+      kd-3)          run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" ;;
+      distilbert-3)  run "$d/$row" "${s[@]}" --recipe recipes/distilbert-3layer.yaml --epochs "$S_EPOCHS" ;;
+      pkd-skip-3)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-skip-3layer.yaml --epochs "$S_EPOCHS" ;;
+      pkd-last-3)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-last-3layer.yaml --epochs "$S_EPOCHS" ;;
+      nokd-4)        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --layers 4 --init-layers 0,2,3,5 \
+                       --epochs "$S_EPOCHS" --alpha 0 ;;
+      kd-4)          run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --layers 4 --init-layers 0,2,3,5 \
+                       --epochs "$S_EPOCHS" ;;
+      pkd-skip-4)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-skip-4layer.yaml --epochs "$S_EPOCHS" ;;
+      pkd-last-4)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-last-4layer.yaml --epochs "$S_EPOCHS" ;;
+      nokd-4x312)    run "$d/$row" "${s[@]}" --layers 4 --hidden 312 --heads 12 --intermediate 1200 --init scratch \
+                       --epochs 13 --lr 1e-4 --alpha 0 ;;  # as many epochs as TinyBERT's two stages together
+      tinybert-4x312) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml ;;
+      multi-teacher-3)  # the three seeds' teachers, equal weights
+        extra=""
+        for o in $SEEDS; do [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"; done
+        for o in $SEEDS; do run "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
+          --data "$DATA" --train-limit "$LIMIT" --seed "$o" --epochs "$T_EPOCHS" --lr 5e-5; done
+        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --extra-teachers "$extra" ;;
+      self-distill-6) run "$d/$row" "${s[@]}" --recipe recipes/self-distill-6layer.yaml --init "$CONDENSE_TEACHER_DIR" \
+                       --epochs "$S_EPOCHS" ;;
+      norm-*-3)      n="${row#norm-}"; n="${n%-3}"
+                     run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --norm "$n" ;;
+      *) echo "distill_methods.sh: unknown row '$row'" >&2; exit 2 ;;
+    esac
+  done
+done
