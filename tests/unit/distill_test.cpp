@@ -514,6 +514,14 @@ TEST(DistillLayers, PkdClsIsScaleInvariant) {
   EXPECT_NEAR(val(distill::pkd_cls_loss(s * 7, t * 0.5)), 0.2, 1e-6);
 }
 
+// Loading `yaml` written to dir/name fails with a message naming the file and containing `needle`.
+void expect_recipe_error(const fs::path& dir, const std::string& name, const std::string& yaml, const std::string& needle) {
+  auto p = write(dir, name, yaml);
+  auto msg = error_of([&] { pipeline::load_recipe(p); });
+  EXPECT_HAS(msg, p.string() + ":");
+  EXPECT_HAS(msg, needle);
+}
+
 std::vector<LayerPair> map(LayerMapOptions o, int64_t m, int64_t n) { return distill::resolve_layer_map(o, m, n); }
 
 TEST(DistillLayers, LayerMaps) {
@@ -676,10 +684,7 @@ TEST(DistillLayers, RecipeLayerKeys) {
   EXPECT_EQ(r.distill.layer_map.every, 2);
   EXPECT_TRUE(r.distill.layer_map.exclude_last);
   auto check = [&](const std::string& name, const std::string& yaml, const std::string& needle) {
-    auto p = write(dir, name, yaml);
-    auto msg = error_of([&] { pipeline::load_recipe(p); });
-    EXPECT_HAS(msg, p.string() + ":");
-    EXPECT_HAS(msg, needle);
+    expect_recipe_error(dir, name, yaml, needle);
   };
   check("bad_loss.yaml", "distill: {layer_losses: [{loss: hiden_mse}]}\n", "'distill.layer_losses[0].loss'");
   check("no_loss.yaml", "distill: {layer_losses: [{weight: 2}]}\n", "'distill.layer_losses[0]' needs a 'loss'");
@@ -711,10 +716,7 @@ TEST(DistillLayers, RecipeStagesOverrideTheRecipe) {
   EXPECT_DOUBLE_EQ(r.stages[1].distill.train.learning_rate, 2e-5);
   EXPECT_EQ(r.max_length, 64);
   auto check = [&](const std::string& name, const std::string& yaml, const std::string& needle) {
-    auto p = write(dir, name, yaml);
-    auto msg = error_of([&] { pipeline::load_recipe(p); });
-    EXPECT_HAS(msg, p.string() + ":");
-    EXPECT_HAS(msg, needle);
+    expect_recipe_error(dir, name, yaml, needle);
   };
   check("stage_len.yaml", "stages: [{train: {max_length: 32}}]\n", "unknown key 'stages[0].train.max_length'");
   check("stage_key.yaml", "stages: [{distil: {}}]\n", "unknown key 'stages[0].distil'");
