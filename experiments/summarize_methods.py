@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Tables of experiments/distill_methods.sh: one row per method, mean ± sample std over the seeds found.
+
+Usage: python3 experiments/summarize_methods.py OUT_DIR
+Compression is the teacher's parameter count over the student's. A row appears once any seed has
+finished; its seeds column says which.
+"""
+import json, pathlib, statistics, sys
+
+ROWS = [
+    ("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
+    ("nokd-3", "no KD (labels only)"), ("kd-3", "Hinton KD (T=2, α=0.5)"),
+    ("distilbert-3", "DistilBERT (KD + cosine on last hidden)"),
+    ("pkd-skip-3", "PKD-skip"), ("pkd-last-3", "PKD-last"),
+    ("nokd-4", "no KD (labels only)"), ("kd-4", "Hinton KD (T=2, α=0.5)"),
+    ("pkd-skip-4", "PKD-skip"), ("pkd-last-4", "PKD-last"),
+    ("nokd-4x312", "no KD, from scratch"), ("tinybert-4x312", "TinyBERT task distillation, no GD"),
+    ("multi-teacher-3", "multi-teacher KD (3 teachers, equal weights)"),
+    ("self-distill-6", "self-distillation (born-again, from the pre-trained model)"),
+    ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
+    ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
+]
+METRICS = {"sst2": [("accuracy", "SST-2 acc")], "mrpc": [("f1", "MRPC F1"), ("accuracy", "MRPC acc")]}
+
+
+def main(out):
+    out = pathlib.Path(out)
+    for task, metrics in METRICS.items():
+        seeds = sorted(p for p in (out / task).glob("seed*") if p.is_dir())
+        if not seeds:
+            continue
+        print(f"\n### {task.upper()}\n")
+        print("| method | layers × hidden | parameters | compression | " +
+              " | ".join(f"{n} (mean ± std)" for _, n in metrics) + " | seeds |")
+        print("|---|---|---:|---:|" + "---:|" * len(metrics) + "---|")
+        teacher_params = None
+        commits = set()
+        for key, label in ROWS:
+            runs = [json.loads((s / key / "metrics.json").read_text()) for s in seeds
+                    if (s / key / "metrics.json").exists()]
+            if not runs:
+                continue
+            commits.update(r["commit"] for r in runs)
+            params = runs[0]["parameters"]
+            if key == "teacher":
+                teacher_params = params
+            cells = []
+            for name, _ in metrics:
+                vals = [100 * r["dev"][name] for r in runs]
+                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                cells.append(f"{statistics.mean(vals):.2f} ± {sd:.2f}")
+            comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
+            seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
+            print(f"| {label} | {runs[0]['layers']} × {runs[0]['hidden_size']} | {params / 1e6:.1f} M | {comp} | " +
+                  " | ".join(cells) + f" | {seeds_used} |")
+        print(f"\ncommit(s): {', '.join(sorted(commits))}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/methods")
