@@ -614,6 +614,18 @@ TEST(Cli, MultiTeacherDistillation) {
                         bad, {"--extra-teachers", "alpha 0"});
 }
 
+TEST(Cli, AugmentedDistillation) {
+  FIXTURE(f);
+  const auto student = f.work / "student";
+  auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                        "--train-limit", "32", "--augment", "2", "--alpha", "1", "--epochs", "1", "--out",
+                        student.string(), "--quiet", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(student);
+  EXPECT_EQ(j["train_examples"], 96);  // 32 sentences and 2 variants of each
+  EXPECT_EQ(j["augment"]["per_example"], 2);
+}
+
 // TinyBERT's two steps from the command line: general distillation on unlabelled text (a WikiText
 // fixture plus the task's sentences), then task distillation that starts from its student.
 TEST(Cli, GeneralThenTaskDistillation) {

@@ -761,6 +761,37 @@ TEST(DistillLayers, MultiTeacherSoftTargetsAreTheMeanDistribution) {
   EXPECT_HAS(error_of([&] { distill::combine_teacher_logits({t1, rows({{0, 0, 0}})}, {}, o); }), "disagree");
 }
 
+TEST(DistillLayers, AugmentationReplacesWholeWordsByEmbeddingNeighbours) {
+  std::vector<std::string> vocab{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "bad",
+                                 "awful", "movie", "film", "##s", ".", "2"};
+  condense::text::WordPieceTokenizer tok(vocab, condense::text::TokenizerOptions());
+  auto emb = torch::zeros({14, 3});
+  auto set = [&](int64_t id, std::vector<float> v) { emb[id] = torch::tensor(v); };
+  set(5, {1, 0, 0});         // good
+  set(6, {0.9f, 0.1f, 0});   // great: good's nearest
+  set(7, {-1, 0, 0});        // bad
+  set(8, {-0.9f, -0.1f, 0}); // awful: bad's nearest
+  set(9, {0, 0, 1});         // movie
+  set(10, {0, 0.1f, 0.9f});  // film: movie's nearest
+  data::Dataset d{data::Task::SST2, "x", {{"Good movies . 2 bad film ", std::nullopt, 1, 0}}};
+  auto all = distill::augment_dataset(d, tok, emb, distill::AugmentOptions().with_per_example(2).with_replace_prob(1.0)
+                                                     .with_neighbours(1));
+  ASSERT_EQ(all.examples.size(), 3u);
+  EXPECT_EQ(all.examples[0].text_a, "Good movies . 2 bad film ");  // the original first
+  // Every single-piece word replaced by its nearest neighbour; "movies" (two pieces), "." and "2" kept.
+  EXPECT_EQ(all.examples[1].text_a, "great movies . 2 awful movie ");
+  EXPECT_EQ(all.examples[2].text_a, "great movies . 2 awful movie ");
+  EXPECT_EQ(all.examples[2].label, 1);
+  auto none = distill::augment_dataset(d, tok, emb, distill::AugmentOptions().with_per_example(3).with_replace_prob(0));
+  for (const auto& e : none.examples) EXPECT_EQ(e.text_a, d.examples[0].text_a);
+  auto o = distill::AugmentOptions().with_per_example(5).with_replace_prob(0.5).with_neighbours(3).with_seed(9);
+  auto a = distill::augment_dataset(d, tok, emb, o), b = distill::augment_dataset(d, tok, emb, o);
+  for (std::size_t i = 0; i < a.examples.size(); ++i) EXPECT_EQ(a.examples[i].text_a, b.examples[i].text_a);
+  EXPECT_HAS(error_of([&] { distill::augment_dataset(d, tok, torch::zeros({3, 3}), o); }), "one row per vocabulary entry");
+  EXPECT_HAS(error_of([&] { distill::augment_dataset(d, tok, emb, distill::AugmentOptions().with_replace_prob(2)); }),
+             "'replace_prob'");
+}
+
 }  // namespace layers
 
 }  // namespace

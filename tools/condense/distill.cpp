@@ -24,6 +24,9 @@ struct DistillArgs {
   bool no_cache = false;
   std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
   std::vector<std::string> extra_teachers;
+  int64_t augment = 0;
+  double augment_prob = 0.4;
+  int64_t augment_neighbours = 15;
   std::vector<double> teacher_weights;
 };
 
@@ -123,6 +126,17 @@ void run(DistillArgs a, const CLI::App& sub) {
                      (std::filesystem::path(t) / "vocab.txt").string());
     }
   }
+  if (a.augment > 0) {
+    CONDENSE_CHECK(!general, "--augment applies to a task's training set, not to --corpus text");
+    const auto n = train_set.examples.size();
+    train_set = distill::augment_dataset(train_set, tokenizer, teacher->bert->embeddings->word_embeddings->weight,
+                                         distill::AugmentOptions()
+                                             .with_per_example(a.augment)
+                                             .with_replace_prob(a.augment_prob)
+                                             .with_neighbours(a.augment_neighbours)
+                                             .with_seed(first.train.seed));
+    if (!a.train.quiet) fmt::print(stderr, "augmented {} examples to {}\n", n, train_set.examples.size());
+  }
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
   auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, tokenizer, r.max_length);
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
@@ -198,6 +212,10 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto ev = train::evaluate(student, enc_dev, dev);
   auto summary = run_summary("distill", train_set, dev, last.train, tr, ev, student);
   summary["teacher"] = a.teacher;
+  if (a.augment > 0) {
+    summary["augment"] = {{"per_example", a.augment}, {"replace_prob", a.augment_prob},
+                          {"neighbours", a.augment_neighbours}};
+  }
   if (!a.extra_teachers.empty()) {
     summary["extra_teachers"] = a.extra_teachers;
     summary["teacher_weights"] = a.teacher_weights;
@@ -245,6 +263,11 @@ void add_distill(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("--teacher-weights", a->teacher_weights, "Weights of --teacher and --extra-teachers (default equal)")
       ->delimiter(',');
+  sub->add_option("--augment", a->augment,
+                  "TinyBERT augmentation: variants per training example, words replaced by teacher-embedding "
+                  "neighbours (default 0 = off)");
+  sub->add_option("--augment-prob", a->augment_prob, "Probability of replacing each eligible word (default 0.4)");
+  sub->add_option("--augment-neighbours", a->augment_neighbours, "Nearest neighbours to choose from (default 15)");
   sub->add_flag("--no-teacher-cache", a->no_cache, "Run the teacher on every batch instead of once (for timing)");
   sub->add_option("--corpus", a->corpus,
                   "General distillation on unlabelled text: text files, and 'task' for the task's training "

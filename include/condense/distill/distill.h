@@ -129,6 +129,31 @@ torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch
 torch::Tensor combine_teacher_logits(const std::vector<torch::Tensor>& logits, std::vector<double> weights,
                                      const DistillOptions& options);
 
+/// TinyBERT's data augmentation (Jiao et al. 2020, Algorithm 1), with neighbours taken from the
+/// teacher's word-embedding space: every example gets `per_example` variants in which each word
+/// that is a single whole-word piece is replaced, with probability `replace_prob`, by one of its
+/// `neighbours` nearest whole-word pieces (cosine similarity of the embedding rows). Words of
+/// several pieces, punctuation and numbers stay. (TinyBERT asks BERT's MLM head for single-piece
+/// words and GloVe for the rest; a fine-tuned classifier has no MLM head, its embeddings are what
+/// the teacher itself considers similar.) Labels are copied, so augmented runs should learn from
+/// the teacher's soft targets (alpha = 1).
+struct AugmentOptions {
+  int64_t per_example = 20;
+  double replace_prob = 0.4;
+  int64_t neighbours = 15;
+  uint64_t seed = 42;
+
+  AugmentOptions& with_per_example(int64_t v) { per_example = v; return *this; }
+  AugmentOptions& with_replace_prob(double v) { replace_prob = v; return *this; }
+  AugmentOptions& with_neighbours(int64_t v) { neighbours = v; return *this; }
+  AugmentOptions& with_seed(uint64_t v) { seed = v; return *this; }
+};
+
+/// The examples of `d` followed by their variants (example i's variants are contiguous), so the
+/// result has (1 + per_example) · |d| examples. Deterministic for a seed.
+data::Dataset augment_dataset(const data::Dataset& d, const text::WordPieceTokenizer& tokenizer,
+                              const torch::Tensor& word_embeddings, const AugmentOptions& options);
+
 /// Layer-loss primitives. `mask` is the [batch, seq] attention mask (1 = token); padding never
 /// contributes. Student tensors must already be projected to the teacher's width.
 /// Σ over real tokens of ‖s − t‖² / (tokens · width).
