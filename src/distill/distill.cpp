@@ -1,5 +1,6 @@
 #include "condense/distill/distill.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <unordered_map>
@@ -41,6 +42,10 @@ void DistillOptions::validate() const {
   CONDENSE_CHECK(temperature > 0 && std::isfinite(temperature), "distill option 'temperature' must be positive, found {}",
                  temperature);
   CONDENSE_CHECK(alpha >= 0 && alpha <= 1, "distill option 'alpha' must be in [0,1], found {}", alpha);
+  CONDENSE_CHECK(!temperature_end || (*temperature_end > 0 && std::isfinite(*temperature_end)),
+                 "distill option 'temperature_end' must be positive, found {}", temperature_end.value_or(0));
+  CONDENSE_CHECK(!alpha_end || (*alpha_end >= 0 && *alpha_end <= 1),
+                 "distill option 'alpha_end' must be in [0,1], found {}", alpha_end.value_or(0));
   CONDENSE_CHECK(prediction_weight >= 0 && std::isfinite(prediction_weight),
                  "distill option 'prediction_weight' must be >= 0, found {}", prediction_weight);
   double total = prediction_weight;
@@ -236,12 +241,25 @@ torch::Tensor logit_mse_loss(const torch::Tensor& s, const torch::Tensor& t) {
   return torch::mse_loss(s, t);
 }
 
+namespace {
+// Linear from `from` at the first step to `to` at the last.
+double scheduled(double from, const std::optional<double>& to, const train::Batch& b) {
+  if (!to || b.total_steps <= 1) return from;
+  const double f = std::clamp(static_cast<double>(b.step) / static_cast<double>(b.total_steps - 1), 0.0, 1.0);
+  return from + (*to - from) * f;
+}
+}  // namespace
+
+double DistillOptions::temperature_at(const train::Batch& b) const { return scheduled(temperature, temperature_end, b); }
+double DistillOptions::alpha_at(const train::Batch& b) const { return scheduled(alpha, alpha_end, b); }
+
 torch::Tensor distillation_loss(const torch::Tensor& student_logits, const torch::Tensor& teacher_logits,
                                 const train::Batch& batch, const DistillOptions& o) {
-  auto soft = o.soft_loss == SoftLoss::KL ? soft_target_loss(student_logits, teacher_logits, o.temperature)
+  const double alpha = o.alpha_at(batch);
+  auto soft = o.soft_loss == SoftLoss::KL ? soft_target_loss(student_logits, teacher_logits, o.temperature_at(batch))
                                           : logit_mse_loss(student_logits, teacher_logits);
-  if (o.alpha >= 1.0) return soft;
-  return o.alpha * soft + (1.0 - o.alpha) * train::task_loss(student_logits, batch);
+  if (alpha >= 1.0) return soft;
+  return alpha * soft + (1.0 - alpha) * train::task_loss(student_logits, batch);
 }
 
 torch::Tensor combine_teacher_logits(const std::vector<torch::Tensor>& logits, std::vector<double> weights,
@@ -485,7 +503,7 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
   }
   // With alpha = 0 the loss is the hard-label loss alone: the teacher only supplied the initial
   // weights, so neither a cache nor a per-batch teacher forward is needed (the no-KD baseline).
-  if (o.alpha <= 0.0) {
+  if (!o.uses_soft_targets()) {
     return train::train_loop(student, train_set, o.train, [&](nn::BertClassifier& m, const train::Batch& b) {
       return train::task_loss(m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits, b);
     });

@@ -36,7 +36,7 @@ struct Reader {
 
 void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
   r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
-                       "shared_projection"});
+                       "shared_projection", "temperature_end", "alpha_end"});
   if (d["loss"]) {
     std::string loss;
     r.get(d, sec, "loss", loss);
@@ -49,6 +49,16 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
   r.get(d, sec, "temperature", o.temperature);
   r.get(d, sec, "alpha", o.alpha);
   r.get(d, sec, "prediction_weight", o.prediction_weight);
+  if (d["temperature_end"]) {
+    double v = 0;
+    r.get(d, sec, "temperature_end", v);
+    o.temperature_end = v;
+  }
+  if (d["alpha_end"]) {
+    double v = 0;
+    r.get(d, sec, "alpha_end", v);
+    o.alpha_end = v;
+  }
   r.get(d, sec, "shared_projection", o.shared_projection);
   if (auto ll = d["layer_losses"]) {
     CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);

@@ -258,6 +258,8 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
     }
     const auto& idx = plan[static_cast<std::size_t>(s.step % steps_per_epoch)];
     auto batch = make_batch(train, idx);
+    batch.step = s.step;
+    batch.total_steps = total;
 
     const double lr = scheduled_lr(o, s.step, total);
     for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);

@@ -792,6 +792,34 @@ TEST(DistillLayers, AugmentationReplacesWholeWordsByEmbeddingNeighbours) {
              "'replace_prob'");
 }
 
+TEST(DistillLayers, TemperatureAndAlphaSchedules) {
+  auto s = rows({{0, 0}, {1, -1}}), t = rows({{std::log(3.0f), 0}, {0, 0}});
+  auto b = labels_batch({0, 1});
+  b.total_steps = 3;
+  auto o = DistillOptions().with_temperature(4).with_temperature_end(1).with_alpha(1.0);
+  const double want_t[] = {4.0, 2.5, 1.0};  // linear from the first step to the last
+  for (int step = 0; step < 3; ++step) {
+    b.step = step;
+    EXPECT_DOUBLE_EQ(o.temperature_at(b), want_t[step]);
+    EXPECT_NEAR(val(distill::distillation_loss(s, t, b, o)), val(distill::soft_target_loss(s, t, want_t[step])), 1e-6);
+  }
+  auto mix = DistillOptions().with_temperature(1).with_alpha(1.0).with_alpha_end(0.0);
+  b.step = 1;  // alpha 0.5
+  EXPECT_DOUBLE_EQ(mix.alpha_at(b), 0.5);
+  EXPECT_NEAR(val(distill::distillation_loss(s, t, b, mix)),
+              0.5 * val(distill::soft_target_loss(s, t, 1.0)) + 0.5 * val(train::task_loss(s, b)), 1e-6);
+  b.step = 2;
+  EXPECT_NEAR(val(distill::distillation_loss(s, t, b, mix)), val(train::task_loss(s, b)), 1e-6);
+  EXPECT_TRUE(DistillOptions().with_alpha(0).with_alpha_end(0.5).uses_soft_targets());
+  EXPECT_FALSE(DistillOptions().with_alpha(0).uses_soft_targets());
+  EXPECT_HAS(error_of([] { DistillOptions().with_temperature_end(0).validate(); }), "'temperature_end' must be positive");
+  EXPECT_HAS(error_of([] { DistillOptions().with_alpha_end(2).validate(); }), "'alpha_end' must be in [0,1]");
+  auto dir = ct::scratch_dir("distill_schedule_recipe");
+  auto r = pipeline::load_recipe(write(dir, "anneal.yaml", "distill: {temperature: 4, temperature_end: 1, alpha_end: 0.2}\n"));
+  EXPECT_EQ(r.distill.temperature_end, 1.0);
+  EXPECT_EQ(r.distill.alpha_end, 0.2);
+}
+
 }  // namespace layers
 
 }  // namespace

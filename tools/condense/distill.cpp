@@ -20,7 +20,7 @@ struct DistillArgs {
   std::optional<int64_t> layers, hidden, heads, intermediate;
   std::optional<std::string> init, loss, norm;
   std::vector<int64_t> init_layers;
-  std::optional<double> temperature, alpha;
+  std::optional<double> temperature, alpha, temperature_end, alpha_end;
   bool no_cache = false;
   std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
   std::vector<std::string> extra_teachers;
@@ -61,6 +61,8 @@ nlohmann::json describe(const distill::DistillOptions& o, const nn::BertClassifi
   return {{"loss", o.soft_loss == distill::SoftLoss::KL ? "kl" : "mse"},
           {"temperature", o.temperature},
           {"alpha", o.alpha},
+          {"temperature_end", o.temperature_end ? nlohmann::json(*o.temperature_end) : nlohmann::json()},
+          {"alpha_end", o.alpha_end ? nlohmann::json(*o.alpha_end) : nlohmann::json()},
           {"prediction_weight", o.prediction_weight},
           {"layer_losses", layer_losses},
           {"layer_map", layer_map},
@@ -92,6 +94,8 @@ void run(DistillArgs a, const CLI::App& sub) {
     if (a.loss) o.soft_loss = distill::parse_soft_loss(*a.loss);
     if (a.temperature) o.temperature = *a.temperature;
     if (a.alpha) o.alpha = *a.alpha;
+    if (a.temperature_end) o.temperature_end = *a.temperature_end;
+    if (a.alpha_end) o.alpha_end = *a.alpha_end;
     o.cache_teacher = !a.no_cache;
     o.train.state_dir = stages.size() == 1 ? state_root : state_root / st.name;
     o.train.on_progress = progress_bar(stages.size() == 1 ? "distill" : st.name, a.train.quiet);
@@ -115,7 +119,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto student = distill::make_student(teacher, r.student, first.train.seed);
   if (!a.extra_teachers.empty()) {
     for (const auto& st : stages) {
-      CONDENSE_CHECK(st.distill.layer_losses.empty() && st.distill.cache_teacher && st.distill.alpha > 0 && !general,
+      CONDENSE_CHECK(st.distill.layer_losses.empty() && st.distill.cache_teacher && st.distill.uses_soft_targets() && !general,
                      "--extra-teachers combine the teachers' cached soft targets; they cannot be used with layer "
                      "losses, --corpus, --no-teacher-cache or alpha 0");
     }
@@ -147,7 +151,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   train::TrainResult tr;
   for (const auto& st : stages) {
     const auto& o = st.distill;
-    if (o.cache_teacher && o.alpha > 0 && o.layer_losses.empty() && !teacher_logits.defined()) {
+    if (o.cache_teacher && o.uses_soft_targets() && o.layer_losses.empty() && !teacher_logits.defined()) {
       const auto t0 = std::chrono::steady_clock::now();
       teacher_logits = train::predict_logits(teacher, enc_train);
       if (!a.extra_teachers.empty()) {
@@ -257,6 +261,8 @@ void add_distill(CLI::App& app) {
   sub->add_option("--norm", a->norm, "Student normalisation: layernorm, batchnorm, nonorm, weightnorm, cosinenorm");
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
+  sub->add_option("--temperature-end", a->temperature_end, "Anneal the temperature linearly to this by the last step");
+  sub->add_option("--alpha-end", a->alpha_end, "Move alpha linearly to this by the last step");
   sub->add_option("--alpha", a->alpha, "Weight of the soft loss; 1-alpha goes to the labels (default 0.5)");
   sub->add_option("--extra-teachers", a->extra_teachers,
                   "More fine-tuned teachers (same tokenizer): soft targets become the weighted mean of all")

@@ -88,6 +88,10 @@ struct DistillOptions {
   double alpha = 0.5;        ///< loss = alpha · soft + (1 − alpha) · hard-label loss
   /// Weight of the prediction-layer part; TinyBERT's intermediate stage sets it to 0.
   double prediction_weight = 1.0;
+  /// Schedules: when set, temperature and alpha move linearly from the values above (first step)
+  /// to these (last step), e.g. annealing T from 4 to 1 (Jafari et al. 2021, Annealing KD) or
+  /// shifting weight from the teacher to the labels as training goes on.
+  std::optional<double> temperature_end, alpha_end;
   std::vector<LayerLossTerm> layer_losses;  ///< intermediate terms; empty = logits only
   LayerMapOptions layer_map;                ///< layers the hidden/attention terms compare
   /// One projection for every layer (TinyBERT's W_h) instead of one per mapped layer.
@@ -102,6 +106,13 @@ struct DistillOptions {
   DistillOptions& with_alpha(double v) { alpha = v; return *this; }
   DistillOptions& with_cache_teacher(bool v) { cache_teacher = v; return *this; }
   DistillOptions& with_prediction_weight(double v) { prediction_weight = v; return *this; }
+  DistillOptions& with_temperature_end(double v) { temperature_end = v; return *this; }
+  DistillOptions& with_alpha_end(double v) { alpha_end = v; return *this; }
+  /// Temperature and alpha at a batch's step (the fixed values when no schedule is set).
+  double temperature_at(const train::Batch& batch) const;
+  double alpha_at(const train::Batch& batch) const;
+  /// Whether any step gives the soft targets weight (alpha or alpha_end above 0).
+  bool uses_soft_targets() const { return alpha > 0 || alpha_end.value_or(0) > 0; }
   DistillOptions& with_layer_losses(std::vector<LayerLossTerm> v) { layer_losses = std::move(v); return *this; }
   DistillOptions& with_layer_map(LayerMapOptions v) { layer_map = std::move(v); return *this; }
   DistillOptions& with_shared_projection(bool v) { shared_projection = v; return *this; }

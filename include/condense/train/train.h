@@ -41,6 +41,8 @@ EncodedDataset encode(const data::Dataset& d, const text::WordPieceTokenizer& to
 /// float scores (STS-B) and the example indices (for cached teacher outputs).
 struct Batch {
   torch::Tensor input_ids, token_type_ids, attention_mask, labels, scores, indices;
+  /// Position in the run (set by train_loop), for losses whose weights follow a schedule.
+  int64_t step = 0, total_steps = 0;
   int64_t size() const { return input_ids.size(0); }
 };
 
