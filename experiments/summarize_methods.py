@@ -5,7 +5,9 @@ Usage: python3 experiments/summarize_methods.py OUT_DIR
 Compression is the teacher's parameter count over the student's. A row appears once any seed has
 finished; its seeds column says which.
 """
-import json, pathlib, statistics, sys
+import json, pathlib, sys
+
+from summarize import ms  # mean ± sample std, as in the foundation tables
 
 ROWS = [
     ("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
@@ -46,9 +48,8 @@ def main(out):
                 teacher_params = params
             cells = []
             for name, _ in metrics:
-                vals = [100 * r["dev"][name] for r in runs]
-                sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-                cells.append(f"{statistics.mean(vals):.2f} ± {sd:.2f}")
+                m, sd = ms([100 * r["dev"][name] for r in runs])
+                cells.append(f"{m:.2f} ± {sd:.2f}")
             comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
             print(f"| {label} | {runs[0]['layers']} × {runs[0]['hidden_size']} | {params / 1e6:.1f} M | {comp} | " +

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 #include <unordered_map>
 
@@ -192,7 +193,13 @@ torch::Tensor layer_objective(const nn::BertOutput& s, const nn::BertOutput& t, 
                               const std::vector<LayerLossTerm>& terms, const std::vector<LayerPair>& pairs,
                               FeatureProjection& proj) {
   auto total = torch::zeros({}, mask.options().dtype(torch::kFloat32));
-  auto hidden = [&](int64_t slot) { return proj->forward(s.hidden_states.at(static_cast<std::size_t>(slot)), slot); };
+  // Each student slot is projected once per batch, however many terms read it.
+  std::map<int64_t, torch::Tensor> projected;
+  auto hidden = [&](int64_t slot) {
+    auto& h = projected[slot];
+    if (!h.defined()) h = proj->forward(s.hidden_states.at(static_cast<std::size_t>(slot)), slot);
+    return h;
+  };
   auto teacher_hidden = [&](int64_t layer) { return t.hidden_states.at(static_cast<std::size_t>(layer)); };
   for (const auto& term : terms) {
     if (term.weight == 0) continue;
@@ -319,7 +326,8 @@ data::Dataset augment_dataset(const data::Dataset& d, const text::WordPieceToken
   CONDENSE_CHECK(static_cast<int64_t>(cand.size()) > 1, "augmentation: the vocabulary has no whole-word pieces");
   torch::NoGradGuard guard;
   auto cand_ids = torch::tensor(cand, torch::kInt64);
-  auto unit = torch::nn::functional::normalize(emb.detach().to(torch::kFloat32).index_select(0, cand_ids),
+  const auto table = emb.detach().to(torch::kFloat32);
+  auto unit = torch::nn::functional::normalize(table.index_select(0, cand_ids),
                                                torch::nn::functional::NormalizeFuncOptions().dim(1));
   const int64_t k = std::min<int64_t>(o.neighbours, static_cast<int64_t>(cand.size()) - 1);
   std::unordered_map<std::string, std::vector<std::string>> cache;  // word -> its neighbours
@@ -331,7 +339,7 @@ data::Dataset augment_dataset(const data::Dataset& d, const text::WordPieceToken
     if (pieces.size() == 1 && whole_word(pieces[0])) {
       const int64_t id = tok.token_to_id(pieces[0]);
       auto sims = torch::mv(unit, torch::nn::functional::normalize(
-                                      emb.detach().to(torch::kFloat32)[id],
+                                      table[id],
                                       torch::nn::functional::NormalizeFuncOptions().dim(0)));
       auto top = std::get<1>(sims.topk(k + 1));
       for (int64_t j = 0; j < top.size(0); ++j) {
