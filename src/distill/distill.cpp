@@ -295,95 +295,6 @@ torch::Tensor combine_teacher_logits(const std::vector<torch::Tensor>& logits, s
   return o.temperature * torch::log(acc.clamp_min(1e-30));
 }
 
-namespace {
-
-// A whole-word piece: lower-case ASCII letters only (no "##" continuation, special token,
-// punctuation or number), the only pieces augmentation replaces or uses as replacements.
-bool whole_word(const std::string& t) {
-  if (t.empty()) return false;
-  for (char c : t) {
-    if (c < 'a' || c > 'z') return false;
-  }
-  return true;
-}
-
-}  // namespace
-
-data::Dataset augment_dataset(const data::Dataset& d, const text::WordPieceTokenizer& tok,
-                              const torch::Tensor& emb, const AugmentOptions& o) {
-  CONDENSE_CHECK(o.per_example >= 0, "augment option 'per_example' must be >= 0, found {}", o.per_example);
-  CONDENSE_CHECK(o.replace_prob >= 0 && o.replace_prob <= 1, "augment option 'replace_prob' must be in [0,1], found {}",
-                 o.replace_prob);
-  CONDENSE_CHECK(o.neighbours > 0, "augment option 'neighbours' must be positive, found {}", o.neighbours);
-  CONDENSE_CHECK(emb.dim() == 2 && emb.size(0) == tok.vocab_size(),
-                 "augmentation needs word embeddings with one row per vocabulary entry ({}), found {}",
-                 tok.vocab_size(), fmt::format("{}", fmt::join(emb.sizes(), "x")));
-  // Candidate rows, unit-normalised, so one matrix product gives every cosine similarity.
-  std::vector<int64_t> cand;
-  for (int64_t i = 0; i < tok.vocab_size(); ++i) {
-    if (whole_word(tok.id_to_token(i))) cand.push_back(i);
-  }
-  CONDENSE_CHECK(static_cast<int64_t>(cand.size()) > 1, "augmentation: the vocabulary has no whole-word pieces");
-  torch::NoGradGuard guard;
-  auto cand_ids = torch::tensor(cand, torch::kInt64);
-  const auto table = emb.detach().to(torch::kFloat32);
-  auto unit = torch::nn::functional::normalize(table.index_select(0, cand_ids),
-                                               torch::nn::functional::NormalizeFuncOptions().dim(1));
-  const int64_t k = std::min<int64_t>(o.neighbours, static_cast<int64_t>(cand.size()) - 1);
-  std::unordered_map<std::string, std::vector<std::string>> cache;  // word -> its neighbours
-  auto neighbours_of = [&](const std::string& word) -> const std::vector<std::string>& {
-    auto it = cache.find(word);
-    if (it != cache.end()) return it->second;
-    std::vector<std::string> out;
-    const auto pieces = tok.tokenize(word);
-    if (pieces.size() == 1 && whole_word(pieces[0])) {
-      const int64_t id = tok.token_to_id(pieces[0]);
-      auto sims = torch::mv(unit, torch::nn::functional::normalize(
-                                      table[id],
-                                      torch::nn::functional::NormalizeFuncOptions().dim(0)));
-      auto top = std::get<1>(sims.topk(k + 1));
-      for (int64_t j = 0; j < top.size(0); ++j) {
-        const int64_t other = cand[static_cast<std::size_t>(top[j].item<int64_t>())];
-        if (other != id && static_cast<int64_t>(out.size()) < k) out.push_back(tok.id_to_token(other));
-      }
-    }
-    return cache.emplace(word, std::move(out)).first->second;
-  };
-  // std::mt19937_64's output is fixed by the standard; the draws below use it directly so a seed
-  // gives the same variants with any standard library (as data::take_subset does).
-  std::mt19937_64 rng(o.seed);
-  auto uniform = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
-  auto vary = [&](const std::string& text) {
-    std::string out;
-    std::size_t p = 0;
-    while (p <= text.size()) {
-      auto q = text.find(' ', p);
-      if (q == std::string::npos) q = text.size();
-      std::string word = text.substr(p, q - p);
-      if (!word.empty()) {
-        std::string lower = word;
-        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        const auto& nb = neighbours_of(lower);
-        if (!nb.empty() && uniform() < o.replace_prob) word = nb[rng() % nb.size()];
-      }
-      out += (p == 0 ? "" : " ") + word;
-      p = q + 1;
-    }
-    return out;
-  };
-  data::Dataset out{d.task, d.source, d.examples};
-  out.examples.reserve(d.examples.size() * static_cast<std::size_t>(1 + o.per_example));
-  for (const auto& e : d.examples) {
-    for (int64_t v = 0; v < o.per_example; ++v) {
-      data::Example x = e;
-      x.text_a = vary(e.text_a);
-      if (e.text_b) x.text_b = vary(*e.text_b);
-      out.examples.push_back(std::move(x));
-    }
-  }
-  return out;
-}
-
 std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teacher_layers) {
   CONDENSE_CHECK(s.layers > 0, "student option 'layers' must be positive, found {}", s.layers);
   if (!s.init_layers.empty()) {
@@ -471,6 +382,68 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
     }
   }
   return student;
+}
+
+nn::TextNetClassifier make_text_student(nn::BertClassifier& teacher, const StudentOptions& s, bool pair,
+                                        uint64_t seed) {
+  CONDENSE_CHECK(s.arch == "bilstm" || s.arch == "cnn", "student option 'arch' is '{}': expected bert, bilstm or cnn",
+                 s.arch);
+  CONDENSE_CHECK(s.init == "teacher" || s.init == "scratch",
+                 "student option 'init' is '{}': a {} student starts from the teacher's word embeddings (teacher) or "
+                 "from random ones (scratch)",
+                 s.init, s.arch);
+  const auto& tc = teacher->config();
+  nn::TextNetConfig c;
+  c.arch = s.arch;
+  c.vocab_size = tc.vocab_size;
+  c.pad_token_id = tc.pad_token_id;
+  c.num_labels = tc.num_labels;
+  c.embedding_dim = s.embedding_dim.value_or(tc.hidden_size);
+  c.hidden_size = s.hidden_size.value_or(s.arch == "bilstm" ? 150 : 100);
+  c.kernel_sizes = s.kernel_sizes;
+  c.mlp_size = s.mlp_size;
+  c.dropout = s.dropout;
+  c.pair = pair;
+  c.validate("student options");
+  torch::manual_seed(seed);
+  nn::TextNetClassifier student(c);
+  if (s.init == "teacher") {
+    const auto& table = teacher->bert->embeddings->word_embeddings->weight;
+    CONDENSE_CHECK(c.embedding_dim == table.size(1),
+                   "student option 'embedding_dim' is {} but init 'teacher' copies the teacher's {}-wide word "
+                   "embeddings; use init: scratch or embedding_dim {}",
+                   c.embedding_dim, table.size(1), table.size(1));
+    torch::NoGradGuard guard;
+    student->embeddings->weight.copy_(table);
+  }
+  return student;
+}
+
+train::TrainResult distill(nn::TextNetClassifier& student, nn::BertClassifier& teacher,
+                           const train::EncodedDataset& train_set, const DistillOptions& o,
+                           torch::Tensor teacher_logits) {
+  o.validate();
+  CONDENSE_CHECK(o.layer_losses.empty() && o.prediction_weight > 0,
+                 "a {} student has no transformer layers: distil it with prediction losses only (no layer_losses, "
+                 "prediction_weight > 0)",
+                 student->config().arch);
+  CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
+                 "student has {} outputs but the teacher has {}", student->config().num_labels,
+                 teacher->config().num_labels);
+  auto logits_of = [&student](const train::Batch& b) {
+    return student->forward(b.input_ids, b.token_type_ids, b.attention_mask);
+  };
+  if (!o.uses_soft_targets()) {
+    return train::train_loop(*student, train_set, o.train,
+                             [&](const train::Batch& b) { return train::task_loss(logits_of(b), b); });
+  }
+  if (!teacher_logits.defined()) teacher_logits = train::predict_logits(teacher, train_set);
+  CONDENSE_CHECK(teacher_logits.size(0) == static_cast<int64_t>(train_set.size()),
+                 "teacher cache has {} rows but the training set has {} examples", teacher_logits.size(0),
+                 train_set.size());
+  return train::train_loop(*student, train_set, o.train, [&](const train::Batch& b) {
+    return o.prediction_weight * distillation_loss(logits_of(b), teacher_logits.index_select(0, b.indices), b, o);
+  });
 }
 
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,

@@ -4,6 +4,7 @@
 
 #include "condense/core/error.h"
 #include "condense/core/file.h"
+#include "condense/core/json.h"
 
 namespace condense::nn {
 
@@ -11,12 +12,7 @@ namespace {
 
 template <typename T>
 T get_or(const nlohmann::json& j, const char* key, T fallback, const std::string& source) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
-  }
+  return json_get_or<T>(j, key, fallback, source);
 }
 
 torch::Tensor activation(const torch::Tensor& x, const std::string& act) {
@@ -60,6 +56,10 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   CONDENSE_CHECK(j.is_object(), "{}: expected a JSON object", source);
   if (j.contains("model_type") && j["model_type"].is_string()) {
     auto t = j["model_type"].get<std::string>();
+    CONDENSE_CHECK(t != "condense-textnet",
+                   "{}: field 'model_type' is 'condense-textnet' (a BiLSTM or CNN student); commands that need a BERT "
+                   "encoder cannot use it",
+                   source);
     CONDENSE_CHECK(t == "bert", "{}: field 'model_type' is '{}', only 'bert' is supported", source, t);
   }
   BertConfig c;

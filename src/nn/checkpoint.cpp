@@ -145,9 +145,9 @@ void publish_directory(const fs::path& staging_dir, const fs::path& target) {
   if (!old.empty()) fs::remove_all(old);
 }
 
-void save_pretrained(BertClassifier& model, const fs::path& target, const fs::path& tokenizer_dir,
-                     const std::map<std::string, std::string>& metadata,
-                     const std::map<std::string, std::string>& extra_files) {
+void save_module_folder(torch::nn::Module& module, const nlohmann::json& config, const fs::path& target,
+                        const fs::path& tokenizer_dir, const std::map<std::string, std::string>& metadata,
+                        const std::map<std::string, std::string>& extra_files) {
   const fs::path dir = without_trailing_separator(target);
   fs::path staging = dir;
   staging += ".partial." + std::to_string(::getpid());
@@ -156,22 +156,18 @@ void save_pretrained(BertClassifier& model, const fs::path& target, const fs::pa
   try {
     std::vector<torch::Tensor> keep;
     std::vector<io::TensorToWrite> out;
-    for (const auto& item : model->named_parameters()) {
-      auto t = item.value().detach().contiguous();
+    auto add = [&](const std::string& name, const torch::Tensor& value) {
+      auto t = value.detach().contiguous();
       keep.push_back(t);
-      out.push_back({item.key(), from_torch(t.scalar_type()),
-                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(), t.nbytes()});
-    }
-    for (const auto& item : model->named_buffers()) {
-      auto t = item.value().detach().contiguous();
-      keep.push_back(t);
-      out.push_back({item.key(), from_torch(t.scalar_type()),
-                     std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(), t.nbytes()});
-    }
+      out.push_back({name, from_torch(t.scalar_type()), std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
+                     t.data_ptr(), t.nbytes()});
+    };
+    for (const auto& item : module.named_parameters()) add(item.key(), item.value());
+    for (const auto& item : module.named_buffers()) add(item.key(), item.value());
     auto meta = metadata;
     meta.emplace("format", "pt");
     io::write_safetensors(staging / "model.safetensors", out, meta);
-    write_file_atomic(staging / "config.json", model->config().to_json().dump(2) + "\n");
+    write_file_atomic(staging / "config.json", config.dump(2) + "\n");
     for (const char* f : {"vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json"}) {
       if (!tokenizer_dir.empty() && fs::exists(tokenizer_dir / f)) write_file_atomic(staging / f, read_file(tokenizer_dir / f));
     }
@@ -180,6 +176,36 @@ void save_pretrained(BertClassifier& model, const fs::path& target, const fs::pa
   } catch (...) {
     fs::remove_all(staging);
     throw;
+  }
+}
+
+void save_pretrained(BertClassifier& model, const fs::path& target, const fs::path& tokenizer_dir,
+                     const std::map<std::string, std::string>& metadata,
+                     const std::map<std::string, std::string>& extra_files) {
+  save_module_folder(*model, model->config().to_json(), target, tokenizer_dir, metadata, extra_files);
+}
+
+void load_module_weights(torch::nn::Module& module, const fs::path& file) {
+  auto st = io::SafetensorsFile::open(file);
+  const std::string src = file.string();
+  torch::NoGradGuard guard;
+  std::vector<std::pair<std::string, torch::Tensor>> targets;
+  for (auto& item : module.named_parameters()) targets.emplace_back(item.key(), item.value());
+  for (auto& item : module.named_buffers()) targets.emplace_back(item.key(), item.value());
+  std::set<std::string> used;
+  for (auto& [name, param] : targets) {
+    const io::TensorView* view = st.find(name);
+    CONDENSE_CHECK(view != nullptr, "{}: tensor '{}' required by the config is missing", src, name);
+    std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
+    CONDENSE_CHECK(c10::IntArrayRef(shape) == param.sizes(), "{}: tensor '{}' has shape {} but the config needs {}",
+                   src, name, shape_str(shape), shape_str(param.sizes()));
+    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + name));
+    param.copy_(t.to(param.dtype()));
+    CONDENSE_CHECK(torch::isfinite(param).all().item<bool>(), "{}: tensor '{}' contains NaN or Inf", src, name);
+    used.insert(name);
+  }
+  for (const auto& v : st.tensors()) {
+    CONDENSE_CHECK(used.count(v.name) > 0, "{}: tensor '{}' does not belong to a model of this config", src, v.name);
   }
 }
 

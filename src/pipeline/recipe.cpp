@@ -123,7 +123,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
   Reader r{path.string()};
   Recipe out;
   if (!root || root.IsNull()) return out;
-  r.only_keys(root, "", {"task", "student", "distill", "train", "stages", "name", "description"});
+  r.only_keys(root, "", {"task", "student", "distill", "train", "stages", "augment", "name", "description"});
   if (root["task"]) {
     std::string task;
     r.get(root, "", "task", task);
@@ -136,7 +136,11 @@ Recipe load_recipe(const std::filesystem::path& path) {
   }
   if (auto s = root["student"]) {
     r.only_keys(s, "student",
-                {"layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm"});
+                {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm",
+                 "embedding_dim", "mlp_size", "kernel_sizes", "dropout"});
+    r.get(s, "student", "arch", out.student.arch);
+    CONDENSE_CHECK(out.student.arch == "bert" || out.student.arch == "bilstm" || out.student.arch == "cnn",
+                   "{}: field 'student.arch' is '{}', expected bert, bilstm or cnn", path.string(), out.student.arch);
     if (s["norm"]) {
       std::string norm;
       r.get(s, "student", "norm", norm);
@@ -153,6 +157,19 @@ Recipe load_recipe(const std::filesystem::path& path) {
     if (s["intermediate_size"]) { r.get(s, "student", "intermediate_size", v); out.student.intermediate_size = v; }
     r.get(s, "student", "init", out.student.init);
     r.get(s, "student", "init_layers", out.student.init_layers);
+    if (s["embedding_dim"]) { r.get(s, "student", "embedding_dim", v); out.student.embedding_dim = v; }
+    r.get(s, "student", "mlp_size", out.student.mlp_size);
+    r.get(s, "student", "kernel_sizes", out.student.kernel_sizes);
+    r.get(s, "student", "dropout", out.student.dropout);
+  }
+  if (auto a = root["augment"]) {
+    r.only_keys(a, "augment", {"method", "per_example", "replace_prob", "neighbours"});
+    r.get(a, "augment", "method", out.augment.method);
+    CONDENSE_CHECK(out.augment.method == "tinybert" || out.augment.method == "tang",
+                   "{}: field 'augment.method' is '{}', expected tinybert or tang", path.string(), out.augment.method);
+    r.get(a, "augment", "per_example", out.augment.per_example);
+    r.get(a, "augment", "replace_prob", out.augment.replace_prob);
+    r.get(a, "augment", "neighbours", out.augment.neighbours);
   }
   if (auto d = root["distill"]) read_distill(r, d, "distill", out.distill);
   if (auto t = root["train"]) read_train(r, t, "train", out.distill.train, &out.max_length, &out.train_limit);

@@ -87,7 +87,7 @@ namespace {
 
 // Hugging Face's split: no weight decay on biases and LayerNorm weights (Loshchilov & Hutter 2019
 // decouple decay from the gradient; BERT's recipe exempts these parameters).
-std::unique_ptr<torch::optim::AdamW> make_optimizer(nn::BertClassifier& model, torch::nn::Module* aux,
+std::unique_ptr<torch::optim::AdamW> make_optimizer(torch::nn::Module& model, torch::nn::Module* aux,
                                                     const TrainOptions& o) {
   std::vector<torch::Tensor> decay, no_decay;
   auto add = [&](const torch::OrderedDict<std::string, torch::Tensor>& params) {
@@ -97,7 +97,7 @@ std::unique_ptr<torch::optim::AdamW> make_optimizer(nn::BertClassifier& model, t
       (exempt ? no_decay : decay).push_back(p.value());
     }
   };
-  add(model->named_parameters());
+  add(model.named_parameters());
   if (aux != nullptr) add(aux->named_parameters());
   auto base = torch::optim::AdamWOptions(o.learning_rate).betas({0.9, 0.999}).eps(1e-8);
   std::vector<torch::optim::OptimizerParamGroup> groups;
@@ -143,11 +143,11 @@ torch::Tensor run_shape(const TrainOptions& o, std::size_t examples) {
                        torch::kInt64);
 }
 
-void save_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
+void save_state(const fs::path& dir, torch::nn::Module& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
                 const LoopState& s, const torch::Tensor& shape) {
   ensure_directory(dir);
   torch::serialize::OutputArchive ar, model_ar, opt_ar, aux_ar;
-  model->save(model_ar);
+  model.save(model_ar);
   opt.save(opt_ar);
   ar.write("model", model_ar);
   if (aux != nullptr) {
@@ -168,7 +168,7 @@ void save_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Modul
   f.commit();
 }
 
-bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
+bool load_state(const fs::path& dir, torch::nn::Module& model, torch::nn::Module* aux, torch::optim::AdamW& opt,
                 LoopState& s, const torch::Tensor& shape) {
   const auto path = dir / kStateFile;
   if (!fs::exists(path)) return false;
@@ -189,7 +189,7 @@ bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Modul
   try {
     ar.read("model", model_ar);
     ar.read("optimizer", opt_ar);
-    model->load(model_ar);
+    model.load(model_ar);
     if (aux != nullptr) {
       torch::serialize::InputArchive aux_ar;
       ar.read("aux", aux_ar);
@@ -213,8 +213,8 @@ bool load_state(const fs::path& dir, nn::BertClassifier& model, torch::nn::Modul
 
 }  // namespace
 
-TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& o,
-                       const LossFn& loss_fn, std::shared_ptr<torch::nn::Module> aux) {
+TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, const TrainOptions& o,
+                       const BatchLossFn& loss_fn, std::shared_ptr<torch::nn::Module> aux) {
   o.validate();
   CONDENSE_CHECK(train.size() > 0, "training set is empty");
   const auto lengths = train.lengths();
@@ -224,7 +224,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
 
   torch::manual_seed(o.seed);
   auto opt = make_optimizer(model, aux.get(), o);
-  auto clipped = model->parameters();
+  auto clipped = model.parameters();
   if (aux) {
     auto extra = aux->parameters();
     clipped.insert(clipped.end(), extra.begin(), extra.end());
@@ -234,7 +234,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
   const auto shape = run_shape(o, train.size());
   if (o.resume && load_state(o.state_dir, model, aux.get(), *opt, s, shape)) result.resumed_from = s.step;
 
-  model->train();
+  model.train();
   std::deque<double> recent;
   double recent_sum = 0;
   int64_t examples = 0;
@@ -264,7 +264,7 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
     const double lr = scheduled_lr(o, s.step, total);
     for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt->zero_grad();
-    auto loss = loss_fn(model, batch);
+    auto loss = loss_fn(batch);
     const double value = loss.item<double>();
     CONDENSE_CHECK(std::isfinite(value),
                    "step {}: training loss is {} (learning rate {:.3g}); stopping without writing a model", s.step,
@@ -306,8 +306,13 @@ TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, c
   result.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   result.examples_per_second = static_cast<double>(examples) / std::max(1e-9, result.seconds);
   result.mean_loss_last_epoch = s.last_epoch_mean;
-  model->eval();
+  model.eval();
   return result;
+}
+
+TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options,
+                       const LossFn& loss, std::shared_ptr<torch::nn::Module> aux) {
+  return train_loop(*model, train, options, [&](const Batch& b) { return loss(model, b); }, std::move(aux));
 }
 
 TrainResult finetune(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options) {
@@ -316,26 +321,38 @@ TrainResult finetune(nn::BertClassifier& model, const EncodedDataset& train, con
   });
 }
 
-torch::Tensor predict_logits(nn::BertClassifier& model, const EncodedDataset& d, int64_t batch_size) {
+torch::Tensor predict_logits(torch::nn::Module& model, const BatchForwardFn& forward, int64_t num_labels,
+                             const EncodedDataset& d, int64_t batch_size) {
   CONDENSE_CHECK(batch_size > 0, "batch size must be positive, found {}", batch_size);
   torch::NoGradGuard guard;
-  const bool was_training = model->is_training();
-  model->eval();
-  auto out = torch::empty({static_cast<int64_t>(d.size()), model->config().num_labels}, torch::kFloat32);
+  const bool was_training = model.is_training();
+  model.eval();
+  auto out = torch::empty({static_cast<int64_t>(d.size()), num_labels}, torch::kFloat32);
   for (const auto& idx : data::bucket_batches(d.lengths(), static_cast<std::size_t>(batch_size), false, 0)) {
     auto b = make_batch(d, idx);
-    out.index_copy_(0, b.indices, model->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits);
+    out.index_copy_(0, b.indices, forward(b));
   }
-  if (was_training) model->train();
+  if (was_training) model.train();
   return out;
 }
 
-EvalResult evaluate(nn::BertClassifier& model, const EncodedDataset& d, const data::Dataset& gold, int64_t batch_size) {
-  const auto t0 = Clock::now();
+torch::Tensor predict_logits(nn::BertClassifier& model, const EncodedDataset& d, int64_t batch_size) {
+  return predict_logits(
+      *model, [&](const Batch& b) { return model->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits; },
+      model->config().num_labels, d, batch_size);
+}
+
+torch::Tensor predict_logits(nn::TextNetClassifier& model, const EncodedDataset& d, int64_t batch_size) {
+  return predict_logits(
+      *model, [&](const Batch& b) { return model->forward(b.input_ids, b.token_type_ids, b.attention_mask); },
+      model->config().num_labels, d, batch_size);
+}
+
+EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const data::Dataset& gold,
+                        double seconds) {
   EvalResult r;
-  r.logits = predict_logits(model, d, batch_size);
-  r.examples_per_second =
-      static_cast<double>(d.size()) / std::max(1e-9, std::chrono::duration<double>(Clock::now() - t0).count());
+  r.logits = std::move(logits);
+  r.examples_per_second = static_cast<double>(d.size()) / std::max(1e-9, seconds);
   std::vector<int64_t> labels;
   std::vector<double> scores;
   if (r.logits.size(1) == 1) {
@@ -347,6 +364,24 @@ EvalResult evaluate(nn::BertClassifier& model, const EncodedDataset& d, const da
   }
   r.metrics = eval::glue_metrics(d.task, labels, scores, gold);
   return r;
+}
+
+namespace {
+template <typename Model>
+EvalResult evaluate_model(Model& model, const EncodedDataset& d, const data::Dataset& gold, int64_t batch_size) {
+  const auto t0 = Clock::now();
+  auto logits = predict_logits(model, d, batch_size);
+  return score_logits(std::move(logits), d, gold, std::chrono::duration<double>(Clock::now() - t0).count());
+}
+}  // namespace
+
+EvalResult evaluate(nn::BertClassifier& model, const EncodedDataset& d, const data::Dataset& gold, int64_t batch_size) {
+  return evaluate_model(model, d, gold, batch_size);
+}
+
+EvalResult evaluate(nn::TextNetClassifier& model, const EncodedDataset& d, const data::Dataset& gold,
+                    int64_t batch_size) {
+  return evaluate_model(model, d, gold, batch_size);
 }
 
 }  // namespace condense::train

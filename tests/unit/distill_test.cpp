@@ -5,11 +5,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -790,6 +792,85 @@ TEST(DistillLayers, AugmentationReplacesWholeWordsByEmbeddingNeighbours) {
   EXPECT_HAS(error_of([&] { distill::augment_dataset(d, tok, torch::zeros({3, 3}), o); }), "one row per vocabulary entry");
   EXPECT_HAS(error_of([&] { distill::augment_dataset(d, tok, emb, distill::AugmentOptions().with_replace_prob(2)); }),
              "'replace_prob'");
+}
+
+// Tang et al.'s transfer set: [MASK], word swaps from the text itself, n-grams of single sentences.
+TEST(DistillLayers, TangAugmentationMasksSwapsAndSamplesNgrams) {
+  data::Dataset d{data::Task::SST2, "x", {{"a b c d e f", std::nullopt, 1, 0}, {"g h i j", std::nullopt, 0, 0}}};
+  // All masked: the variant is all [MASK]; identical variants are dropped, so one per example.
+  auto masked = distill::tang_augment_dataset(
+      d, distill::TangAugmentOptions().with_per_example(4).with_mask_prob(1).with_swap_prob(0).with_ngram_prob(0));
+  ASSERT_EQ(masked.examples.size(), 4u);
+  EXPECT_EQ(masked.examples[0].text_a, "a b c d e f");
+  EXPECT_EQ(masked.examples[2].text_a, "[MASK] [MASK] [MASK] [MASK] [MASK] [MASK]");
+  EXPECT_EQ(masked.examples[2].label, 1);
+  EXPECT_EQ(masked.examples[3].text_a, "[MASK] [MASK] [MASK] [MASK]");
+  // Only n-gram sampling: every variant is a contiguous run of 1..2 words of its sentence.
+  auto ngrams = distill::tang_augment_dataset(
+      d, distill::TangAugmentOptions().with_per_example(200).with_mask_prob(0).with_swap_prob(0).with_ngram_prob(1)
+             .with_max_ngram(2).with_seed(3));
+  std::set<std::string> seen;
+  for (std::size_t i = 2; i < ngrams.examples.size(); ++i) {
+    const auto& t = ngrams.examples[i].text_a;
+    const auto& src = ngrams.examples[i].label == 1 ? d.examples[0].text_a : d.examples[1].text_a;
+    EXPECT_NE(src.find(t), std::string::npos) << t;
+    EXPECT_LE(std::count(t.begin(), t.end(), ' '), 1) << t;
+    EXPECT_TRUE(seen.insert(t).second) << "duplicate " << t;
+  }
+  EXPECT_EQ(seen.size(), 6u + 5u + 4u + 3u);  // every 1- and 2-gram of both sentences, each once
+  // Only swaps: words come from the set's own words; lengths stay.
+  auto swaps = distill::tang_augment_dataset(
+      d, distill::TangAugmentOptions().with_per_example(5).with_mask_prob(0).with_swap_prob(1).with_ngram_prob(0));
+  for (const auto& e : swaps.examples) {
+    for (char c : e.text_a) EXPECT_TRUE(c == ' ' || (c >= 'a' && c <= 'j')) << e.text_a;
+  }
+  // Pairs keep both sentences whole (no n-grams), deterministically for a seed.
+  data::Dataset pairs{data::Task::MRPC, "x", {{"a b c d", std::string("e f g h"), 1, 0}}};
+  auto o = distill::TangAugmentOptions().with_per_example(8).with_ngram_prob(1).with_seed(5);
+  auto p1 = distill::tang_augment_dataset(pairs, o), p2 = distill::tang_augment_dataset(pairs, o);
+  ASSERT_EQ(p1.examples.size(), p2.examples.size());
+  for (std::size_t i = 0; i < p1.examples.size(); ++i) {
+    EXPECT_EQ(p1.examples[i].text_a, p2.examples[i].text_a);
+    EXPECT_EQ(std::count(p1.examples[i].text_a.begin(), p1.examples[i].text_a.end(), ' '), 3);
+    EXPECT_EQ(std::count(p1.examples[i].text_b->begin(), p1.examples[i].text_b->end(), ' '), 3);
+  }
+  EXPECT_HAS(error_of([&] { distill::tang_augment_dataset(d, distill::TangAugmentOptions().with_mask_prob(0.7).with_swap_prob(0.5)); }),
+             "'mask_prob' + 'swap_prob'");
+  EXPECT_HAS(error_of([&] { distill::tang_augment_dataset(d, distill::TangAugmentOptions().with_max_ngram(0)); }),
+             "'max_ngram'");
+}
+
+// Cross-architecture students: the teacher's word embeddings seed theirs, logit-MSE distillation
+// from the cache pulls the student's logits toward the teacher's, and layer losses are refused.
+TEST(DistillLayers, TextStudentsLearnFromTheTeachersLogits) {
+  auto teacher = tiny_model(2, 1);
+  auto data = synthetic(96, 4);
+  for (const std::string arch : {"bilstm", "cnn"}) {
+    auto s = distill::make_text_student(teacher, StudentOptions().with_arch(arch).with_hidden_size(16), false, 3);
+    EXPECT_EQ(s->config().embedding_dim, 32);
+    EXPECT_EQ(s->config().num_labels, 2);
+    EXPECT_TRUE(torch::equal(s->embeddings->weight, teacher->bert->embeddings->word_embeddings->weight));
+    // The targets: teacher logits scaled up so that they are far from a fresh student's.
+    auto target = train::predict_logits(teacher, data) * 20;
+    auto mse_before = val(distill::logit_mse_loss(train::predict_logits(s, data), target));
+    auto o = DistillOptions().with_soft_loss(SoftLoss::MSE).with_alpha(1.0).with_train(
+        TrainOptions().with_epochs(20).with_batch_size(16).with_learning_rate(1e-2).with_seed(3));
+    distill::distill(s, teacher, data, o, target);
+    auto mse_after = val(distill::logit_mse_loss(train::predict_logits(s, data), target));
+    std::cerr << arch << " logit MSE " << mse_before << " -> " << mse_after << "\n";
+    EXPECT_LT(mse_after, 0.3 * mse_before) << arch;
+    auto layered = DistillOptions().with_layer_losses({{LayerLoss::HiddenMSE, 1}});
+    EXPECT_HAS(error_of([&] { distill::distill(s, teacher, data, layered, target); }), "no transformer layers");
+  }
+  EXPECT_HAS(error_of([&] { distill::make_text_student(teacher, StudentOptions().with_arch("rnn"), false, 1); }),
+             "'arch' is 'rnn'");
+  EXPECT_HAS(error_of([&] {
+               distill::make_text_student(teacher, StudentOptions().with_arch("cnn").with_embedding_dim(8), false, 1);
+             }),
+             "'embedding_dim' is 8");
+  auto scratch = distill::make_text_student(
+      teacher, StudentOptions().with_arch("cnn").with_embedding_dim(8).with_init("scratch"), true, 1);
+  EXPECT_TRUE(scratch->config().pair);
 }
 
 TEST(DistillLayers, TemperatureAndAlphaSchedules) {

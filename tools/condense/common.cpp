@@ -100,7 +100,7 @@ std::string build_commit() { return CONDENSE_GIT_COMMIT; }
 
 nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
                            const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
-                           const nn::BertClassifier& model) {
+                           const nlohmann::json& model_shape) {
   nlohmann::json j;
   j["command"] = command;
   j["commit"] = build_commit();
@@ -110,9 +110,7 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
   j["dev_file"] = dev.source.string();
   j["dev_examples"] = dev.examples.size();
   j["dev"] = ev.metrics;
-  j["parameters"] = model->num_parameters();
-  j["layers"] = model->config().num_hidden_layers;
-  j["hidden_size"] = model->config().hidden_size;
+  j.update(model_shape);
   j["train"] = {{"epochs", o.epochs},
                 {"batch_size", o.batch_size},
                 {"learning_rate", o.learning_rate},
@@ -127,6 +125,19 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
                 {"seconds", tr.seconds},
                 {"threads", at::get_num_threads()}};
   return j;
+}
+
+nlohmann::json model_shape(const nn::BertClassifier& model) {
+  return {{"arch", "bert"},
+          {"parameters", model->num_parameters()},
+          {"layers", model->config().num_hidden_layers},
+          {"hidden_size", model->config().hidden_size}};
+}
+
+nlohmann::json model_shape(const nn::TextNetClassifier& model) {
+  const auto& c = model->config();
+  return {{"arch", c.arch}, {"parameters", model->num_parameters()}, {"layers", 1}, {"hidden_size", c.hidden_size},
+          {"embedding_dim", c.embedding_dim}};
 }
 
 void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir) {

@@ -13,6 +13,7 @@
 #include "condense/core/error.h"
 #include "condense/data/glue.h"
 #include "condense/nn/bert.h"
+#include "condense/nn/textnet.h"
 #include "condense/text/tokenizer.h"
 #include "condense/train/train.h"
 
@@ -61,7 +62,11 @@ std::string build_commit();
 /// JSON summary of a trained model's run, stored as metrics.json beside the weights.
 nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
                            const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
-                           const nn::BertClassifier& model);
+                           const nlohmann::json& model_shape);
+
+/// The shape fields of metrics.json: parameters, layers, hidden_size (and arch for TextNets).
+nlohmann::json model_shape(const nn::BertClassifier& model);
+nlohmann::json model_shape(const nn::TextNetClassifier& model);
 
 /// Removes a finished run's training state (it is the size of three models) unless --keep-state.
 void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir);

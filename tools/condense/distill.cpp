@@ -24,9 +24,9 @@ struct DistillArgs {
   bool no_cache = false;
   std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
   std::vector<std::string> extra_teachers;
-  int64_t augment = 0;
-  double augment_prob = 0.4;
-  int64_t augment_neighbours = 15;
+  std::optional<int64_t> augment, augment_neighbours;
+  std::optional<double> augment_prob;
+  std::optional<std::string> augment_method, arch;
   std::vector<double> teacher_weights;
 };
 
@@ -47,14 +47,12 @@ data::Dataset load_corpus(const DistillArgs& a, int64_t limit, uint64_t seed) {
   return all;
 }
 
-nlohmann::json describe(const distill::DistillOptions& o, const nn::BertClassifier& student,
-                        const nn::BertClassifier& teacher) {
+nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers, const nn::BertClassifier& teacher) {
   nlohmann::json layer_losses = nlohmann::json::array();
   for (const auto& t : o.layer_losses) layer_losses.push_back({{"loss", distill::to_string(t.loss)}, {"weight", t.weight}});
   nlohmann::json layer_map = nlohmann::json::array();
   if (!o.layer_losses.empty()) {
-    for (const auto& p : distill::resolve_layer_map(o.layer_map, student->config().num_hidden_layers,
-                                                    teacher->config().num_hidden_layers)) {
+    for (const auto& p : distill::resolve_layer_map(o.layer_map, student_layers, teacher->config().num_hidden_layers)) {
       layer_map.push_back({p.student, p.teacher});
     }
   }
@@ -84,6 +82,13 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (a.init) r.student.init = *a.init;
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
   if (a.norm) r.student.norm = nn::parse_norm(*a.norm);
+  if (a.arch) r.student.arch = *a.arch;
+  auto& aug = r.augment;
+  if (a.augment) aug.per_example = *a.augment;
+  if (a.augment_method) aug.method = *a.augment_method;
+  if (a.augment_prob) aug.replace_prob = *a.augment_prob;
+  if (a.augment_neighbours) aug.neighbours = *a.augment_neighbours;
+  const bool text_student = r.student.arch != "bert";
   // One stage unless the recipe lists several; command-line flags override every stage.
   auto stages = r.stages;
   if (stages.empty()) stages.push_back({"distill", r.distill});
@@ -116,7 +121,17 @@ void run(DistillArgs a, const CLI::App& sub) {
   CONDENSE_CHECK(general || teacher->config().num_labels == info.num_labels,
                  "{}: teacher has {} outputs but task {} needs {} (fine-tune it on the task first)", a.teacher,
                  teacher->config().num_labels, info.name, info.num_labels);
-  auto student = distill::make_student(teacher, r.student, first.train.seed);
+  CONDENSE_CHECK(!text_student || !general, "--corpus (general distillation) needs a BERT student, not {}",
+                 r.student.arch);
+  // One of the two holds the student: a smaller BERT, or a BiLSTM/CNN (cross-architecture).
+  nn::BertClassifier student{nullptr};
+  nn::TextNetClassifier text{nullptr};
+  if (text_student) {
+    text = distill::make_text_student(teacher, r.student, info.pair, first.train.seed);
+  } else {
+    student = distill::make_student(teacher, r.student, first.train.seed);
+  }
+  const int64_t student_layers = text_student ? 0 : student->config().num_hidden_layers;
   if (!a.extra_teachers.empty()) {
     for (const auto& st : stages) {
       CONDENSE_CHECK(st.distill.layer_losses.empty() && st.distill.cache_teacher && st.distill.uses_soft_targets() && !general,
@@ -130,15 +145,22 @@ void run(DistillArgs a, const CLI::App& sub) {
                      (std::filesystem::path(t) / "vocab.txt").string());
     }
   }
-  if (a.augment > 0) {
+  if (aug.per_example > 0) {
     CONDENSE_CHECK(!general, "--augment applies to a task's training set, not to --corpus text");
     const auto n = train_set.examples.size();
-    train_set = distill::augment_dataset(train_set, tokenizer, teacher->bert->embeddings->word_embeddings->weight,
-                                         distill::AugmentOptions()
-                                             .with_per_example(a.augment)
-                                             .with_replace_prob(a.augment_prob)
-                                             .with_neighbours(a.augment_neighbours)
-                                             .with_seed(first.train.seed));
+    if (aug.method == "tinybert") {
+      train_set = distill::augment_dataset(train_set, tokenizer, teacher->bert->embeddings->word_embeddings->weight,
+                                           distill::AugmentOptions()
+                                               .with_per_example(aug.per_example)
+                                               .with_replace_prob(aug.replace_prob)
+                                               .with_neighbours(aug.neighbours)
+                                               .with_seed(first.train.seed));
+    } else if (aug.method == "tang") {
+      train_set = distill::tang_augment_dataset(
+          train_set, distill::TangAugmentOptions().with_per_example(aug.per_example).with_seed(first.train.seed));
+    } else {
+      fail("--augment-method is '{}', expected tinybert or tang", aug.method);
+    }
     if (!a.train.quiet) fmt::print(stderr, "augmented {} examples to {}\n", n, train_set.examples.size());
   }
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
@@ -167,7 +189,8 @@ void run(DistillArgs a, const CLI::App& sub) {
       }
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
-    tr = distill::distill(student, teacher, enc_train, o, teacher_logits);
+    tr = text_student ? distill::distill(text, teacher, enc_train, o, teacher_logits)
+                      : distill::distill(student, teacher, enc_train, o, teacher_logits);
     if (o.train.resume && tr.resumed_from == 0) {
       fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
     }
@@ -175,7 +198,7 @@ void run(DistillArgs a, const CLI::App& sub) {
       fmt::print(stderr, "stopped after step {}; training state is in {}\n", tr.steps, o.train.state_dir.string());
       return;
     }
-    auto d = describe(o, student, teacher);
+    auto d = describe(o, student_layers, teacher);
     d["name"] = st.name;
     d["epochs"] = o.train.epochs;
     d["learning_rate"] = o.train.learning_rate;
@@ -202,7 +225,7 @@ void run(DistillArgs a, const CLI::App& sub) {
     summary["train"] = {{"steps", tr.steps}, {"seconds", tr.seconds}, {"seed", last.train.seed},
                         {"epochs", last.train.epochs}, {"mean_loss_last_epoch", tr.mean_loss_last_epoch},
                         {"examples_per_second", tr.examples_per_second}, {"threads", at::get_num_threads()}};
-    summary["distill"] = describe(last, student, teacher);
+    summary["distill"] = describe(last, student_layers, teacher);
     summary["distill"]["init"] = r.student.init;
     if (stages.size() > 1) summary["stages"] = stage_log;
     nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}},
@@ -213,12 +236,16 @@ void run(DistillArgs a, const CLI::App& sub) {
                student->config().hidden_size, tr.examples_per_second, a.out);
     return;
   }
-  auto ev = train::evaluate(student, enc_dev, dev);
-  auto summary = run_summary("distill", train_set, dev, last.train, tr, ev, student);
+  auto ev = text_student ? train::evaluate(text, enc_dev, dev) : train::evaluate(student, enc_dev, dev);
+  auto summary = run_summary("distill", train_set, dev, last.train, tr, ev,
+                             text_student ? model_shape(text) : model_shape(student));
   summary["teacher"] = a.teacher;
-  if (a.augment > 0) {
-    summary["augment"] = {{"per_example", a.augment}, {"replace_prob", a.augment_prob},
-                          {"neighbours", a.augment_neighbours}};
+  if (aug.per_example > 0) {
+    summary["augment"] = {{"method", aug.method}, {"per_example", aug.per_example}};
+    if (aug.method == "tinybert") {
+      summary["augment"]["replace_prob"] = aug.replace_prob;
+      summary["augment"]["neighbours"] = aug.neighbours;
+    }
   }
   if (!a.extra_teachers.empty()) {
     summary["extra_teachers"] = a.extra_teachers;
@@ -226,14 +253,22 @@ void run(DistillArgs a, const CLI::App& sub) {
   }
   summary["recipe"] = a.recipe;
   summary["max_length"] = r.max_length;
-  summary["distill"] = describe(last, student, teacher);
+  summary["distill"] = describe(last, student_layers, teacher);
   summary["distill"]["teacher_cache_seconds"] = cache_seconds;
   summary["distill"]["init"] = r.student.init;
+  if (stages.size() > 1) summary["stages"] = stage_log;
+  if (text_student) {
+    nn::save_textnet(text, a.out, a.teacher, {{"metrics.json", summary.dump(2) + "\n"}});
+    drop_state(a.train, state_root);
+    fmt::print("{} dev {}: {:.4f}  student {}, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
+               info.main_metric, ev.metrics.at("main"), text->config().arch, text->num_parameters(),
+               tr.examples_per_second, tr.seconds, a.out);
+    return;
+  }
   summary["norm"] = nn::to_string(student->config().norm);
   summary["distill"]["init_layers"] =
       r.student.init == "teacher" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
                                   : std::vector<int64_t>{};
-  if (stages.size() > 1) summary["stages"] = stage_log;
   nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}}, {{"metrics.json", summary.dump(2) + "\n"}});
   drop_state(a.train, state_root);
   fmt::print("{} dev {}: {:.4f}  student {} layers, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
@@ -258,6 +293,7 @@ void add_distill(CLI::App& app) {
   sub->add_option("--init", a->init, "teacher (copy layers), scratch, or a model folder to start from (default teacher)");
   sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
       ->delimiter(',');
+  sub->add_option("--arch", a->arch, "Student architecture: bert (default), bilstm or cnn (cross-architecture)");
   sub->add_option("--norm", a->norm, "Student normalisation: layernorm, batchnorm, nonorm, weightnorm, cosinenorm");
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
@@ -270,8 +306,9 @@ void add_distill(CLI::App& app) {
   sub->add_option("--teacher-weights", a->teacher_weights, "Weights of --teacher and --extra-teachers (default equal)")
       ->delimiter(',');
   sub->add_option("--augment", a->augment,
-                  "TinyBERT augmentation: variants per training example, words replaced by teacher-embedding "
-                  "neighbours (default 0 = off)");
+                  "Transfer-set augmentation: variants per training example (default 0 = off; see --augment-method)");
+  sub->add_option("--augment-method", a->augment_method,
+                  "tinybert (teacher-embedding neighbours) or tang (masking, word swaps, n-gram sampling)");
   sub->add_option("--augment-prob", a->augment_prob, "Probability of replacing each eligible word (default 0.4)");
   sub->add_option("--augment-neighbours", a->augment_neighbours, "Nearest neighbours to choose from (default 15)");
   sub->add_flag("--no-teacher-cache", a->no_cache, "Run the teacher on every batch instead of once (for timing)");

@@ -42,7 +42,7 @@ void run(const FinetuneArgs& a) {
     return;
   }
   auto ev = train::evaluate(model, enc_dev, dev);
-  auto summary = run_summary("finetune", train_set, dev, o, tr, ev, model);
+  auto summary = run_summary("finetune", train_set, dev, o, tr, ev, model_shape(model));
   summary["base_model"] = a.model;
   summary["max_length"] = max_len;
   nn::save_pretrained(model, a.out, a.model, {{"condense", "finetune"}}, {{"metrics.json", summary.dump(2) + "\n"}});

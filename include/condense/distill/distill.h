@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "condense/nn/bert.h"
+#include "condense/nn/textnet.h"
 #include "condense/train/train.h"
 
 namespace condense::distill {
@@ -165,6 +166,33 @@ struct AugmentOptions {
 data::Dataset augment_dataset(const data::Dataset& d, const text::WordPieceTokenizer& tokenizer,
                               const torch::Tensor& word_embeddings, const AugmentOptions& options);
 
+/// Tang et al. 2019's transfer-set augmentation for cross-architecture students: for each variant,
+/// every word is replaced by [MASK] with probability mask_prob, else by a random word of the
+/// training text with probability swap_prob (Tang et al. draw a word of the same part of speech;
+/// condense has no tagger and draws from the text's word frequencies), and then, with probability
+/// ngram_prob, only a random n-gram (n uniform in 1..max_ngram) is kept. n-gram sampling applies to
+/// single-sentence tasks only: half of a pair would no longer match its label. Variants equal to
+/// the original or to an earlier variant are dropped, so an example gets up to per_example. The
+/// labels are copied but meaningless: the teacher labels the transfer set (alpha = 1).
+struct TangAugmentOptions {
+  int64_t per_example = 20;
+  double mask_prob = 0.1;
+  double swap_prob = 0.1;
+  double ngram_prob = 0.25;
+  int64_t max_ngram = 5;
+  uint64_t seed = 42;
+
+  TangAugmentOptions& with_per_example(int64_t v) { per_example = v; return *this; }
+  TangAugmentOptions& with_mask_prob(double v) { mask_prob = v; return *this; }
+  TangAugmentOptions& with_swap_prob(double v) { swap_prob = v; return *this; }
+  TangAugmentOptions& with_ngram_prob(double v) { ngram_prob = v; return *this; }
+  TangAugmentOptions& with_max_ngram(int64_t v) { max_ngram = v; return *this; }
+  TangAugmentOptions& with_seed(uint64_t v) { seed = v; return *this; }
+};
+
+/// The examples of `d` followed by their variants (example i's contiguous). Deterministic for a seed.
+data::Dataset tang_augment_dataset(const data::Dataset& d, const TangAugmentOptions& options);
+
 /// Layer-loss primitives. `mask` is the [batch, seq] attention mask (1 = token); padding never
 /// contributes. Student tensors must already be projected to the teacher's width.
 /// Σ over real tokens of ‖s − t‖² / (tokens · width).
@@ -203,6 +231,11 @@ nn::ForwardOptions forward_options_for(const std::vector<LayerLossTerm>& terms);
 
 /// The student's shape and initialisation. Unset sizes are taken from the teacher.
 struct StudentOptions {
+  /// "bert" (a smaller BERT), or a cross-architecture student (nn/textnet.h): "bilstm" (Tang et al.
+  /// 2019) or "cnn" (Kim 2014). For these, hidden_size is the LSTM units per direction (default
+  /// 150) or the filters per kernel width (default 100), and init "teacher" copies the teacher's
+  /// word embeddings into theirs (the role word2vec plays in Tang et al.), "scratch" draws them.
+  std::string arch = "bert";
   int64_t layers = 3;
   std::optional<int64_t> hidden_size, num_attention_heads, intermediate_size;
   /// "teacher": copy embeddings, pooler, head and the layers in init_layers from the teacher
@@ -216,7 +249,18 @@ struct StudentOptions {
   /// Normalisation of the student (nn/norm.h). With init: teacher, LayerNorm's γ/β seed the new
   /// norm's and linear weights carry over (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows).
   nn::NormKind norm = nn::NormKind::LayerNorm;
+  /// Cross-architecture students: word-embedding width (default: the teacher's hidden size, so
+  /// its embeddings can be copied), hidden ReLU layer of the head, CNN kernel widths, dropout.
+  std::optional<int64_t> embedding_dim;
+  int64_t mlp_size = 200;
+  std::vector<int64_t> kernel_sizes{3, 4, 5};
+  double dropout = 0.1;
 
+  StudentOptions& with_arch(std::string v) { arch = std::move(v); return *this; }
+  StudentOptions& with_embedding_dim(int64_t v) { embedding_dim = v; return *this; }
+  StudentOptions& with_mlp_size(int64_t v) { mlp_size = v; return *this; }
+  StudentOptions& with_kernel_sizes(std::vector<int64_t> v) { kernel_sizes = std::move(v); return *this; }
+  StudentOptions& with_dropout(double v) { dropout = v; return *this; }
   StudentOptions& with_layers(int64_t v) { layers = v; return *this; }
   StudentOptions& with_norm(nn::NormKind v) { norm = v; return *this; }
   StudentOptions& with_hidden_size(int64_t v) { hidden_size = v; return *this; }
@@ -232,6 +276,11 @@ std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teache
 /// Builds the student; throws naming the field when the shape or layer map is invalid.
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed);
 
+/// Builds a BiLSTM or CNN student (s.arch) over the teacher's vocabulary with the teacher's
+/// number of outputs; `pair` for sentence-pair tasks.
+nn::TextNetClassifier make_text_student(nn::BertClassifier& teacher, const StudentOptions& s, bool pair,
+                                        uint64_t seed);
+
 /// Distils `teacher` into `student` on `train_set`. `teacher_logits` is the cache
 /// ([N, num_labels], dataset order); compute it with train::predict_logits or pass an empty
 /// tensor to have it computed here (ignored when options.cache_teacher is false). With layer
@@ -239,6 +288,14 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
 /// 384 floats per token) and the cache is not used. Throws before training when the layer map or
 /// the shapes cannot work (attention terms need equal head counts).
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
+                           const train::EncodedDataset& train_set, const DistillOptions& options,
+                           torch::Tensor teacher_logits = {});
+
+/// Distils into a BiLSTM or CNN student: prediction-layer losses only (soft targets by KL or logit
+/// MSE, mixed with the labels by alpha; Tang et al. use MSE), from the cached teacher logits
+/// (computed here when `teacher_logits` is empty). alpha 0 trains on the labels alone (no KD).
+/// Throws when the options ask for layer losses, which these students have no layers for.
+train::TrainResult distill(nn::TextNetClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& options,
                            torch::Tensor teacher_logits = {});
 

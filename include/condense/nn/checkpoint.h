@@ -44,6 +44,18 @@ void save_pretrained(BertClassifier& model, const std::filesystem::path& dir,
                      const std::map<std::string, std::string>& metadata = {},
                      const std::map<std::string, std::string>& extra_files = {});
 
+/// The folder writer behind save_pretrained, for any module: its parameters and buffers under their
+/// own names in model.safetensors, `config` as config.json, tokenizer files and `extra_files`,
+/// published atomically.
+void save_module_folder(torch::nn::Module& module, const nlohmann::json& config, const std::filesystem::path& dir,
+                        const std::filesystem::path& tokenizer_dir, const std::map<std::string, std::string>& metadata,
+                        const std::map<std::string, std::string>& extra_files);
+
+/// Copies every parameter and buffer of `module` from a safetensors file. Each must be present
+/// with its shape and finite; a tensor the module does not have is an error too (strict: these
+/// files are condense's own).
+void load_module_weights(torch::nn::Module& module, const std::filesystem::path& safetensors_file);
+
 /// Replaces directory `final_dir` by `staging_dir` (both on one file system) in two renames.
 void publish_directory(const std::filesystem::path& staging_dir, const std::filesystem::path& final_dir);
 

@@ -10,6 +10,7 @@
 ///           layer_map: {strategy: skip, every: 2, exclude_last: true}, shared_projection: true}
 /// train:   {epochs: 3, batch_size: 32, learning_rate: 1.0e-4, warmup_ratio: 0.1, weight_decay: 0.01,
 ///           max_grad_norm: 1.0, seed: 42, max_length: 128, train_limit: 0}
+/// augment: {method: tang, per_example: 20}   # optional transfer-set augmentation (tinybert: replace_prob, neighbours)
 /// stages:                        # optional; each entry overrides distill/train for one stage
 ///   - {name: intermediate, distill: {prediction_weight: 0, layer_losses: [...]}, train: {epochs: 10}}
 ///   - {name: prediction, distill: {layer_losses: [], alpha: 1.0, temperature: 1.0}}
@@ -32,6 +33,14 @@ struct Stage {
   distill::DistillOptions distill;
 };
 
+/// Transfer-set augmentation of the task's training set (distill/distill.h).
+struct AugmentSpec {
+  std::string method = "tinybert";  ///< tinybert (AugmentOptions) or tang (TangAugmentOptions)
+  int64_t per_example = 0;          ///< 0 = no augmentation
+  double replace_prob = 0.4;        ///< tinybert only
+  int64_t neighbours = 15;          ///< tinybert only
+};
+
 /// A parsed recipe. Fields absent from the file keep the library defaults.
 struct Recipe {
   std::optional<std::string> task;
@@ -40,6 +49,7 @@ struct Recipe {
   /// Stages run in order on the same student (TinyBERT: intermediate layers, then predictions).
   /// Empty = one stage with `distill`.
   std::vector<Stage> stages;
+  AugmentSpec augment;
   int max_length = 128;
   int64_t train_limit = 0;  ///< 0 = the whole training set
 };

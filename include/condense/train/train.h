@@ -17,6 +17,7 @@
 
 #include "condense/data/glue.h"
 #include "condense/nn/bert.h"
+#include "condense/nn/textnet.h"
 #include "condense/text/tokenizer.h"
 
 namespace condense::train {
@@ -103,6 +104,10 @@ struct TrainResult {
 
 /// Computes the loss of one batch; the model is in training mode.
 using LossFn = std::function<torch::Tensor(nn::BertClassifier& model, const Batch& batch)>;
+/// The same for any module: the function closes over the model it trains.
+using BatchLossFn = std::function<torch::Tensor(const Batch& batch)>;
+/// A model's logits [batch, num_labels] for one batch.
+using BatchForwardFn = std::function<torch::Tensor(const Batch& batch)>;
 
 /// The shared loop: AdamW, linear warm-up and decay, clipping, NaN check, state saves, resume.
 /// `aux` (may be null) holds extra trainable modules the loss uses, such as the projections of
@@ -110,6 +115,9 @@ using LossFn = std::function<torch::Tensor(nn::BertClassifier& model, const Batc
 /// training state, but not the model.
 TrainResult train_loop(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options,
                        const LossFn& loss, std::shared_ptr<torch::nn::Module> aux = nullptr);
+/// The loop for any module (BiLSTM and CNN students); the BERT overload forwards here.
+TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, const TrainOptions& options,
+                       const BatchLossFn& loss, std::shared_ptr<torch::nn::Module> aux = nullptr);
 
 /// Fine-tunes on the task's own labels (cross-entropy or MSE).
 TrainResult finetune(nn::BertClassifier& model, const EncodedDataset& train, const TrainOptions& options);
@@ -124,8 +132,16 @@ struct EvalResult {
 /// Runs the model in eval mode over `d` (length-sorted batches) and scores it against `gold`.
 EvalResult evaluate(nn::BertClassifier& model, const EncodedDataset& d, const data::Dataset& gold,
                     int64_t batch_size = 64);
+EvalResult evaluate(nn::TextNetClassifier& model, const EncodedDataset& d, const data::Dataset& gold,
+                    int64_t batch_size = 64);
+/// GLUE metrics of logits already computed (`seconds` is the time they took).
+EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const data::Dataset& gold, double seconds);
 
 /// Logits for every example of `d`, in dataset order, computed once in eval mode without gradients.
 torch::Tensor predict_logits(nn::BertClassifier& model, const EncodedDataset& d, int64_t batch_size = 64);
+torch::Tensor predict_logits(nn::TextNetClassifier& model, const EncodedDataset& d, int64_t batch_size = 64);
+/// The same for any module, given how it computes a batch's logits.
+torch::Tensor predict_logits(torch::nn::Module& model, const BatchForwardFn& forward, int64_t num_labels,
+                             const EncodedDataset& d, int64_t batch_size = 64);
 
 }  // namespace condense::train
