@@ -22,7 +22,8 @@ case "$TASK" in
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
-  multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3"
+  multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -65,6 +66,12 @@ for seed in $SEEDS; do
                        --epochs "$S_EPOCHS" ;;
       norm-*-3)      n="${row#norm-}"; n="${n%-3}"
                      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --norm "$n" ;;
+      # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its
+      # labels; with KD: the recipe's augmented transfer set labelled by the teacher (logit MSE).
+      bilstm-nokd)   run "$d/$row" "${s[@]}" --recipe recipes/bilstm-tang.yaml --alpha 0 --augment 0 ;;
+      bilstm-kd)     run "$d/$row" "${s[@]}" --recipe recipes/bilstm-tang.yaml ;;
+      cnn-nokd)      run "$d/$row" "${s[@]}" --recipe recipes/textcnn-tang.yaml --alpha 0 --augment 0 ;;
+      cnn-kd)        run "$d/$row" "${s[@]}" --recipe recipes/textcnn-tang.yaml ;;
       *) echo "distill_methods.sh: unknown row '$row'" >&2; exit 2 ;;
     esac
   done
