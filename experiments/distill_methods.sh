@@ -23,7 +23,7 @@ case "$TASK" in
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
   multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd"
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -66,6 +66,14 @@ for seed in $SEEDS; do
                        --epochs "$S_EPOCHS" ;;
       norm-*-3)      n="${row#norm-}"; n="${n%-3}"
                      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --norm "$n" ;;
+      # MobileBERT-style bottleneck student: progressive transfer then prediction KD (recipe), and
+      # the same shape fine-tuned on labels for as many epochs as the recipe's prediction stage.
+      mobilebert)    run "$d/$row" "${s[@]}" --recipe recipes/mobilebert-6x384-b96.yaml ;;
+      nokd-mobilebert) run "$d/$row" "${s[@]}" --layers 6 --bottleneck 96 --num-ffn 4 --intermediate 384 \
+                       --heads 12 --hidden-act relu --epochs "$S_EPOCHS" --lr 1e-4 --alpha 0 ;;
+      # TinyBERT with its data augmentation (4 variants per example; the teacher runs on every batch
+      # of the intermediate stage, so this row costs about 5x the plain one).
+      tinybert-4x312-aug) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --augment 4 ;;
       # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its
       # labels; with KD: the recipe's augmented transfer set labelled by the teacher (logit MSE).
       bilstm-nokd)   run "$d/$row" "${s[@]}" --recipe recipes/bilstm-tang.yaml --alpha 0 --augment 0 ;;

@@ -40,6 +40,9 @@ std::string to_string(LayerLoss loss) {
 }
 
 void DistillOptions::validate() const {
+  CONDENSE_CHECK(!progressive || (!layer_losses.empty() && prediction_weight == 0),
+                 "distill option 'progressive' trains layer terms one layer at a time: it needs layer_losses and "
+                 "prediction_weight 0");
   CONDENSE_CHECK(temperature > 0 && std::isfinite(temperature), "distill option 'temperature' must be positive, found {}",
                  temperature);
   CONDENSE_CHECK(alpha >= 0 && alpha <= 1, "distill option 'alpha' must be in [0,1], found {}", alpha);
@@ -322,6 +325,9 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   if (s.num_attention_heads) c.num_attention_heads = *s.num_attention_heads;
   if (s.intermediate_size) c.intermediate_size = *s.intermediate_size;
   c.norm = s.norm;
+  c.bottleneck_size = s.bottleneck_size;
+  c.num_ffn = s.num_ffn;
+  if (s.hidden_act) c.hidden_act = *s.hidden_act;
   c.validate("student options");
   torch::manual_seed(seed);
   if (s.init != "teacher" && s.init != "scratch") {
@@ -350,6 +356,19 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   }
   nn::BertClassifier student(c);
   if (s.init == "scratch") return student;
+  if (c.bottleneck_size > 0 || c.num_ffn > 1) {
+    // The layers have no teacher counterpart; what has the teacher's shape is copied.
+    CONDENSE_CHECK(c.hidden_size == tc.hidden_size,
+                   "student option 'init' is 'teacher' but the bottleneck student's hidden size {} differs from the "
+                   "teacher's {}; use init: scratch",
+                   c.hidden_size, tc.hidden_size);
+    torch::NoGradGuard guard;
+    auto tparams = teacher->named_parameters();
+    for (auto& p : student->named_parameters()) {
+      if (p.key().rfind("bert.encoder.", 0) != 0) p.value().copy_(tparams[p.key()]);
+    }
+    return student;
+  }
   CONDENSE_CHECK(c.hidden_size == tc.hidden_size && c.intermediate_size == tc.intermediate_size &&
                      c.num_attention_heads == tc.num_attention_heads,
                  "student option 'init' is 'teacher' but the student's widths (hidden {}, heads {}, intermediate {}) "
@@ -467,20 +486,40 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
     auto proj = FeatureProjection(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, o.shared_projection);
     const auto fwd = forward_options_for(o.layer_losses);
     teacher->eval();
-    return train::train_loop(
-        student, train_set, o.train,
-        [&](nn::BertClassifier& m, const train::Batch& b) {
-          nn::BertOutput t;
-          {
-            torch::NoGradGuard guard;
-            t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
-          }
-          auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
-          auto loss = layer_objective(out, t, b.attention_mask, o.layer_losses, pairs, proj);
-          if (o.prediction_weight > 0) loss = loss + o.prediction_weight * distillation_loss(out.logits, t.logits, b, o);
-          return loss;
-        },
-        proj.ptr());
+    auto run = [&](const std::vector<LayerPair>& active, const train::TrainOptions& to) {
+      return train::train_loop(
+          student, train_set, to,
+          [&](nn::BertClassifier& m, const train::Batch& b) {
+            nn::BertOutput t;
+            {
+              torch::NoGradGuard guard;
+              t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+            }
+            auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+            auto loss = layer_objective(out, t, b.attention_mask, o.layer_losses, active, proj);
+            if (o.prediction_weight > 0) {
+              loss = loss + o.prediction_weight * distillation_loss(out.logits, t.logits, b, o);
+            }
+            return loss;
+          },
+          proj.ptr());
+    };
+    if (!o.progressive) return run(pairs, o.train);
+    // One pass per mapped layer, bottom up; the state of each lives in its own folder so an
+    // interrupted run replays finished layers from their final state and resumes the current one.
+    std::vector<LayerPair> order = pairs;
+    std::sort(order.begin(), order.end(), [](const LayerPair& a, const LayerPair& b) { return a.student < b.student; });
+    train::TrainResult last;
+    for (const auto& pair : order) {
+      for (auto& p : student->parameters()) p.set_requires_grad(false);
+      for (auto& p : student->layer(pair.student - 1)->parameters()) p.set_requires_grad(true);
+      auto to = o.train;
+      if (!to.state_dir.empty()) to.state_dir = to.state_dir / ("layer" + std::to_string(pair.student));
+      last = run({pair}, to);
+      if (!last.finished) break;
+    }
+    for (auto& p : student->parameters()) p.set_requires_grad(true);
+    return last;
   }
   // With alpha = 0 the loss is the hard-label loss alone: the teacher only supplied the initial
   // weights, so neither a cache nor a per-batch teacher forward is needed (the no-KD baseline).

@@ -37,9 +37,13 @@ void BertConfig::validate(const std::string& source) const {
   positive(max_position_embeddings, "max_position_embeddings");
   positive(type_vocab_size, "type_vocab_size");
   positive(num_labels, "num_labels");
-  CONDENSE_CHECK(hidden_size % num_attention_heads == 0,
-                 "{}: field 'hidden_size' ({}) must be a multiple of num_attention_heads ({})", source, hidden_size,
-                 num_attention_heads);
+  CONDENSE_CHECK(bottleneck_size >= 0 && bottleneck_size <= hidden_size,
+                 "{}: field 'condense_bottleneck_size' must be in [0, hidden_size = {}], found {}", source, hidden_size,
+                 bottleneck_size);
+  positive(num_ffn, "condense_num_ffn");
+  CONDENSE_CHECK(block_width() % num_attention_heads == 0,
+                 "{}: field '{}' ({}) must be a multiple of num_attention_heads ({})", source,
+                 bottleneck_size > 0 ? "condense_bottleneck_size" : "hidden_size", block_width(), num_attention_heads);
   CONDENSE_CHECK(hidden_dropout_prob >= 0 && hidden_dropout_prob < 1, "{}: field 'hidden_dropout_prob' must be in [0,1)",
                  source);
   CONDENSE_CHECK(attention_probs_dropout_prob >= 0 && attention_probs_dropout_prob < 1,
@@ -84,6 +88,8 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
       fail("{}: field 'condense_norm': {}", source, e.what());
     }
   }
+  c.bottleneck_size = get_or<int64_t>(j, "condense_bottleneck_size", 0, source);
+  c.num_ffn = get_or<int64_t>(j, "condense_num_ffn", 1, source);
   if (j.contains("position_embedding_type") && j["position_embedding_type"].is_string()) {
     auto p = j["position_embedding_type"].get<std::string>();
     CONDENSE_CHECK(p == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported",
@@ -135,6 +141,10 @@ nlohmann::json BertConfig::to_json() const {
   } else {
     j["condense_norm"] = to_string(norm);
   }
+  j.erase("condense_bottleneck_size");
+  j.erase("condense_num_ffn");
+  if (bottleneck_size > 0) j["condense_bottleneck_size"] = bottleneck_size;
+  if (num_ffn != 1) j["condense_num_ffn"] = num_ffn;
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
   for (int64_t i = 0; i < num_labels; ++i) {
     id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
@@ -168,9 +178,10 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
 
 BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
     : heads(c.num_attention_heads), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
-  query = register_module("query", Dense(c.hidden_size, c.hidden_size, c.norm));
-  key = register_module("key", Dense(c.hidden_size, c.hidden_size, c.norm));
-  value = register_module("value", Dense(c.hidden_size, c.hidden_size, c.norm));
+  const int64_t w = c.block_width();
+  query = register_module("query", Dense(w, w, c.norm));
+  key = register_module("key", Dense(w, w, c.norm));
+  value = register_module("value", Dense(w, w, c.norm));
   dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
 }
 
@@ -207,7 +218,7 @@ torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torc
 
 BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
   self = register_module("self", BertSelfAttention(c));
-  output = register_module("output", BertResidualOutput(c.hidden_size, c.hidden_size, c));
+  output = register_module("output", BertResidualOutput(c.block_width(), c.block_width(), c));
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
@@ -216,21 +227,50 @@ torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Te
 }
 
 BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
-  dense = register_module("dense", Dense(c.hidden_size, c.intermediate_size, c.norm));
+  dense = register_module("dense", Dense(c.block_width(), c.intermediate_size, c.norm));
 }
 
 torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) { return activation(dense(x), act); }
 
+BertFeedForwardImpl::BertFeedForwardImpl(const BertConfig& c) {
+  intermediate = register_module("intermediate", BertIntermediate(c));
+  output = register_module("output", BertResidualOutput(c.intermediate_size, c.block_width(), c));
+}
+
+torch::Tensor BertFeedForwardImpl::forward(const torch::Tensor& x, const torch::Tensor& token_mask) {
+  return output(intermediate(x), x, token_mask);
+}
+
+BertBottleneckImpl::BertBottleneckImpl(const BertConfig& c) {
+  input_dense = register_module("input_dense", Dense(c.hidden_size, c.bottleneck_size, c.norm));
+  input_norm = register_module("input_LayerNorm", Norm(c.norm, c.bottleneck_size, c.layer_norm_eps));
+  output = register_module("output", BertResidualOutput(c.bottleneck_size, c.hidden_size, c));
+}
+
+torch::Tensor BertBottleneckImpl::down(const torch::Tensor& x, const torch::Tensor& token_mask) {
+  return input_norm(input_dense(x), token_mask);
+}
+
 BertLayerImpl::BertLayerImpl(const BertConfig& c) {
   attention = register_module("attention", BertAttention(c));
   intermediate = register_module("intermediate", BertIntermediate(c));
-  output = register_module("output", BertResidualOutput(c.intermediate_size, c.hidden_size, c));
+  output = register_module("output", BertResidualOutput(c.intermediate_size, c.block_width(), c));
+  if (c.bottleneck_size > 0) bottleneck = register_module("bottleneck", BertBottleneck(c));
+  if (c.num_ffn > 1) {
+    ffn = register_module("ffn", torch::nn::ModuleList());
+    for (int64_t i = 1; i < c.num_ffn; ++i) ffn->push_back(BertFeedForward(c));
+  }
 }
 
 torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
                                      AttentionTaps* taps, const torch::Tensor& token_mask) {
-  auto a = attention(x, additive_mask, taps, token_mask);
-  return output(intermediate(a), a, token_mask);
+  auto h = bottleneck ? bottleneck->down(x, token_mask) : x;
+  auto a = attention(h, additive_mask, taps, token_mask);
+  if (ffn) {
+    for (const auto& f : *ffn) a = f->as<BertFeedForwardImpl>()->forward(a, token_mask);
+  }
+  auto y = output(intermediate(a), a, token_mask);
+  return bottleneck ? bottleneck->output(y, x, token_mask) : y;
 }
 
 BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {

@@ -36,7 +36,7 @@ struct Reader {
 
 void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
   r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
-                       "shared_projection", "temperature_end", "alpha_end"});
+                       "shared_projection", "temperature_end", "alpha_end", "progressive"});
   if (d["loss"]) {
     std::string loss;
     r.get(d, sec, "loss", loss);
@@ -60,6 +60,7 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
     o.alpha_end = v;
   }
   r.get(d, sec, "shared_projection", o.shared_projection);
+  r.get(d, sec, "progressive", o.progressive);
   if (auto ll = d["layer_losses"]) {
     CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);
     o.layer_losses.clear();  // a stage's list replaces the recipe's
@@ -137,7 +138,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
   if (auto s = root["student"]) {
     r.only_keys(s, "student",
                 {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm",
-                 "embedding_dim", "mlp_size", "kernel_sizes", "dropout"});
+                 "embedding_dim", "mlp_size", "kernel_sizes", "dropout", "bottleneck_size", "num_ffn", "hidden_act"});
     r.get(s, "student", "arch", out.student.arch);
     CONDENSE_CHECK(out.student.arch == "bert" || out.student.arch == "bilstm" || out.student.arch == "cnn",
                    "{}: field 'student.arch' is '{}', expected bert, bilstm or cnn", path.string(), out.student.arch);
@@ -159,6 +160,13 @@ Recipe load_recipe(const std::filesystem::path& path) {
     r.get(s, "student", "init_layers", out.student.init_layers);
     if (s["embedding_dim"]) { r.get(s, "student", "embedding_dim", v); out.student.embedding_dim = v; }
     r.get(s, "student", "mlp_size", out.student.mlp_size);
+    r.get(s, "student", "bottleneck_size", out.student.bottleneck_size);
+    r.get(s, "student", "num_ffn", out.student.num_ffn);
+    if (s["hidden_act"]) {
+      std::string act;
+      r.get(s, "student", "hidden_act", act);
+      out.student.hidden_act = act;
+    }
     r.get(s, "student", "kernel_sizes", out.student.kernel_sizes);
     r.get(s, "student", "dropout", out.student.dropout);
   }

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -871,6 +872,63 @@ TEST(DistillLayers, TextStudentsLearnFromTheTeachersLogits) {
   auto scratch = distill::make_text_student(
       teacher, StudentOptions().with_arch("cnn").with_embedding_dim(8).with_init("scratch"), true, 1);
   EXPECT_TRUE(scratch->config().pair);
+}
+
+// MobileBERT's progressive transfer on a bottleneck student: while layer 1 is fitted, layer 2,
+// the embeddings and the head stay exactly as they were; afterwards every layer has moved and
+// the layer-1 feature-map loss has fallen. Embeddings and head came from the teacher.
+TEST(DistillLayers, ProgressiveTransferTrainsOneLayerAtATime) {
+  auto teacher = tiny_model(2, 1);
+  auto data = synthetic(64, 4);
+  auto student = distill::make_student(
+      teacher, StudentOptions().with_layers(2).with_bottleneck_size(16).with_num_ffn(2).with_hidden_act("relu"), 2);
+  EXPECT_TRUE(torch::equal(student->bert->embeddings->word_embeddings->weight,
+                           teacher->bert->embeddings->word_embeddings->weight));
+  EXPECT_TRUE(torch::equal(student->classifier->weight, teacher->classifier->weight));
+  auto snapshot = [](const torch::nn::Module& m) {
+    std::map<std::string, torch::Tensor> out;
+    for (const auto& p : m.named_parameters()) out[p.key()] = p.value().clone();
+    return out;
+  };
+  const auto before = snapshot(*student);
+  const auto terms = std::vector<distill::LayerLossTerm>{{LayerLoss::HiddenMSE, 1}, {LayerLoss::AttentionKL, 1}};
+  auto layer1_loss = [&] {
+    torch::NoGradGuard g;
+    auto b = train::make_batch(data, {0, 1, 2, 3, 4, 5, 6, 7});
+    const auto fwd = distill::forward_options_for(terms);
+    auto s = student->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+    auto t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+    return val(distill::hidden_mse_loss(s.hidden_states[1], t.hidden_states[1], b.attention_mask));
+  };
+  const double loss_before = layer1_loss();
+  auto o = DistillOptions().with_prediction_weight(0).with_progressive().with_layer_losses(terms).with_train(
+      TrainOptions().with_epochs(3).with_batch_size(16).with_learning_rate(5e-3).with_seed(3));
+  std::map<std::string, torch::Tensor> after_layer1;
+  int64_t steps = 0;
+  o.train.on_progress = [&](const train::Progress& p) {
+    if (++steps == p.total_steps) {  // the end of the first pass (layer 1)
+      if (after_layer1.empty()) after_layer1 = snapshot(*student);
+    }
+  };
+  auto r = distill::distill(student, teacher, data, o);
+  EXPECT_TRUE(r.finished);
+  ASSERT_FALSE(after_layer1.empty());
+  for (const auto& [name, v] : before) {
+    const bool layer1 = name.rfind("bert.encoder.layer.0.", 0) == 0;
+    EXPECT_EQ(torch::equal(v, after_layer1.at(name)), !layer1) << name;
+  }
+  const auto after = snapshot(*student);
+  EXPECT_FALSE(torch::equal(before.at("bert.encoder.layer.1.bottleneck.input_dense.weight"),
+                            after.at("bert.encoder.layer.1.bottleneck.input_dense.weight")));
+  EXPECT_TRUE(torch::equal(before.at("bert.encoder.layer.0.ffn.0.output.dense.weight"),
+                           after_layer1.at("bert.encoder.layer.0.ffn.0.output.dense.weight")) == false);
+  EXPECT_TRUE(torch::equal(after_layer1.at("bert.encoder.layer.0.ffn.0.output.dense.weight"),
+                           after.at("bert.encoder.layer.0.ffn.0.output.dense.weight")));  // frozen in pass 2
+  const double loss_after = layer1_loss();
+  std::cerr << "layer-1 feature-map loss " << loss_before << " -> " << loss_after << "\n";
+  EXPECT_LT(loss_after, 0.7 * loss_before);
+  for (const auto& p : student->parameters()) EXPECT_TRUE(p.requires_grad());  // unfrozen again
+  EXPECT_HAS(error_of([&] { DistillOptions().with_progressive().validate(); }), "'progressive'");
 }
 
 TEST(DistillLayers, TemperatureAndAlphaSchedules) {

@@ -471,6 +471,50 @@ TEST_F(Checkpoint, TinyModelRoundTrips) {
   EXPECT_EQ(st.metadata().at("format"), "pt") << "transformers refuses safetensors files without format=pt";
 }
 
+// MobileBERT-style layers: a 16-wide bottleneck with 3 stacked FFNs inside a 32-wide model. Layer
+// outputs keep the model width, attention runs in the bottleneck, the folder round-trips with its
+// shape recorded, and an invalid bottleneck names its field.
+TEST_F(Checkpoint, BottleneckModelRoundTrips) {
+  auto c = tiny_config();
+  c.bottleneck_size = 16;
+  c.num_ffn = 3;
+  BertClassifier a(c);
+  randomize(a, 6);
+  a->eval();
+  auto names = a->named_parameters();
+  EXPECT_TRUE(names.contains("bert.encoder.layer.1.bottleneck.input_dense.weight"));
+  EXPECT_EQ(names["bert.encoder.layer.1.bottleneck.input_dense.weight"].sizes(), (c10::IntArrayRef{16, 32}));
+  EXPECT_EQ(names["bert.encoder.layer.1.bottleneck.output.dense.weight"].sizes(), (c10::IntArrayRef{32, 16}));
+  EXPECT_EQ(names["bert.encoder.layer.0.attention.self.query.weight"].sizes(), (c10::IntArrayRef{16, 16}));
+  EXPECT_TRUE(names.contains("bert.encoder.layer.0.ffn.1.output.LayerNorm.weight"));
+  EXPECT_FALSE(names.contains("bert.encoder.layer.0.ffn.2.output.LayerNorm.weight"));  // 2 extra + the last
+  BertClassifier plain(tiny_config());
+  EXPECT_LT(a->num_parameters(), plain->num_parameters());
+  EXPECT_FALSE(c.hf_compatible());
+  auto ids = torch::tensor({{2, 5, 9, 11, 3}}, torch::kInt64);
+  auto mask = torch::ones_like(ids);
+  auto out = a->forward(ids, torch::zeros_like(ids), mask,
+                        condense::nn::ForwardOptions().with_hidden_states().with_attentions());
+  ASSERT_EQ(out.hidden_states.size(), 3u);
+  EXPECT_EQ(out.hidden_states[2].sizes(), (c10::IntArrayRef{1, 5, 32}));
+  EXPECT_EQ(out.attentions[0].sizes(), (c10::IntArrayRef{1, 4, 5, 5}));
+  condense::nn::save_pretrained(a, scratch_ / "mb", {});
+  auto j = nlohmann::json::parse(condense::read_file(scratch_ / "mb" / "config.json"));
+  EXPECT_EQ(j["condense_bottleneck_size"], 16);
+  EXPECT_EQ(j["condense_num_ffn"], 3);
+  auto b = condense::nn::load_classifier(scratch_ / "mb");
+  b->eval();
+  EXPECT_TRUE(torch::equal(a->forward(ids, torch::zeros_like(ids), mask).logits,
+                           b->forward(ids, torch::zeros_like(ids), mask).logits));
+  j["condense_bottleneck_size"] = 10;  // not a multiple of 4 heads
+  condense::write_file_atomic(scratch_ / "mb" / "config.json", j.dump());
+  auto msg = condense::testing::error_of([&] { condense::nn::load_classifier(scratch_ / "mb"); });
+  EXPECT_NE(msg.find("field 'condense_bottleneck_size' (10) must be a multiple of num_attention_heads"),
+            std::string::npos) << msg;
+  // A plain model's config says nothing about bottlenecks (Hugging Face reads it unchanged).
+  EXPECT_FALSE(tiny_config().to_json().contains("condense_bottleneck_size"));
+}
+
 TEST_F(Checkpoint, MissingWeightsFile) {
   fs::remove(dir_ / "model.safetensors");
   auto e = load_error();

@@ -128,10 +128,14 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
 }
 
 nlohmann::json model_shape(const nn::BertClassifier& model) {
-  return {{"arch", "bert"},
-          {"parameters", model->num_parameters()},
-          {"layers", model->config().num_hidden_layers},
-          {"hidden_size", model->config().hidden_size}};
+  const auto& c = model->config();
+  nlohmann::json j{{"arch", "bert"},
+                   {"parameters", model->num_parameters()},
+                   {"layers", c.num_hidden_layers},
+                   {"hidden_size", c.hidden_size}};
+  if (c.bottleneck_size > 0) j["bottleneck_size"] = c.bottleneck_size;
+  if (c.num_ffn > 1) j["num_ffn"] = c.num_ffn;
+  return j;
 }
 
 nlohmann::json model_shape(const nn::TextNetClassifier& model) {

@@ -17,7 +17,8 @@ struct DistillArgs {
   TaskFlags task;
   TrainFlags train;
   int threads = 0;
-  std::optional<int64_t> layers, hidden, heads, intermediate;
+  std::optional<int64_t> layers, hidden, heads, intermediate, bottleneck, num_ffn;
+  std::optional<std::string> hidden_act;
   std::optional<std::string> init, loss, norm;
   std::vector<int64_t> init_layers;
   std::optional<double> temperature, alpha, temperature_end, alpha_end;
@@ -65,6 +66,7 @@ nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers
           {"layer_losses", layer_losses},
           {"layer_map", layer_map},
           {"layer_map_strategy", o.layer_map.strategy},
+          {"progressive", o.progressive},
           {"cache_teacher", o.cache_teacher}};
 }
 
@@ -79,6 +81,9 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (a.hidden) r.student.hidden_size = *a.hidden;
   if (a.heads) r.student.num_attention_heads = *a.heads;
   if (a.intermediate) r.student.intermediate_size = *a.intermediate;
+  if (a.bottleneck) r.student.bottleneck_size = *a.bottleneck;
+  if (a.num_ffn) r.student.num_ffn = *a.num_ffn;
+  if (a.hidden_act) r.student.hidden_act = *a.hidden_act;
   if (a.init) r.student.init = *a.init;
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
   if (a.norm) r.student.norm = nn::parse_norm(*a.norm);
@@ -290,6 +295,9 @@ void add_distill(CLI::App& app) {
   sub->add_option("--hidden", a->hidden, "Student hidden size (default: teacher's)");
   sub->add_option("--heads", a->heads, "Student attention heads (default: teacher's)");
   sub->add_option("--intermediate", a->intermediate, "Student FFN size (default: teacher's)");
+  sub->add_option("--bottleneck", a->bottleneck, "MobileBERT-style bottleneck width inside each layer (default 0 = none)");
+  sub->add_option("--num-ffn", a->num_ffn, "FFNs stacked per layer (default 1; MobileBERT 4)");
+  sub->add_option("--hidden-act", a->hidden_act, "Student activation: gelu, relu, ... (default: teacher's)");
   sub->add_option("--init", a->init, "teacher (copy layers), scratch, or a model folder to start from (default teacher)");
   sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
       ->delimiter(',');

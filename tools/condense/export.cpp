@@ -18,6 +18,10 @@ void run(const ExportArgs& a) {
                  "{}: field 'condense_norm' is '{}'; Hugging Face BERT has only LayerNorm, so this student cannot be "
                  "exported to it (condense eval and bench run it)",
                  (std::filesystem::path(a.model) / "config.json").string(), nn::to_string(model->config().norm));
+  CONDENSE_CHECK(model->config().hf_compatible(),
+                 "{}: fields 'condense_bottleneck_size' / 'condense_num_ffn' describe a MobileBERT-style bottleneck "
+                 "student, which Hugging Face BERT cannot hold (condense eval and bench run it)",
+                 (std::filesystem::path(a.model) / "config.json").string());
   if (!a.state.empty()) {
     // Weights from an interrupted run's training state, shape from the model folder.
     const auto path = std::filesystem::path(a.state) / "train_state.pt";

@@ -97,6 +97,11 @@ struct DistillOptions {
   LayerMapOptions layer_map;                ///< layers the hidden/attention terms compare
   /// One projection for every layer (TinyBERT's W_h) instead of one per mapped layer.
   bool shared_projection = true;
+  /// MobileBERT's progressive knowledge transfer (Sun et al. 2020): the layer terms are learned
+  /// one mapped student layer at a time, bottom up, each for train.epochs, with every other
+  /// parameter of the student frozen, so a layer is fitted to the teacher's on top of lower
+  /// layers that already match theirs. Needs layer_losses and prediction_weight 0.
+  bool progressive = false;
   /// Run the teacher once and reuse its logits (default). false runs the teacher on every batch,
   /// which only data augmentation needs; it exists to measure what caching saves.
   bool cache_teacher = true;
@@ -117,6 +122,7 @@ struct DistillOptions {
   DistillOptions& with_layer_losses(std::vector<LayerLossTerm> v) { layer_losses = std::move(v); return *this; }
   DistillOptions& with_layer_map(LayerMapOptions v) { layer_map = std::move(v); return *this; }
   DistillOptions& with_shared_projection(bool v) { shared_projection = v; return *this; }
+  DistillOptions& with_progressive(bool v = true) { progressive = v; return *this; }
   DistillOptions& with_train(train::TrainOptions v) { train = std::move(v); return *this; }
   void validate() const;
 };
@@ -255,12 +261,22 @@ struct StudentOptions {
   int64_t mlp_size = 200;
   std::vector<int64_t> kernel_sizes{3, 4, 5};
   double dropout = 0.1;
+  /// MobileBERT-style students (nn::BertConfig): bottleneck width inside each layer (0 = none),
+  /// stacked FFNs per layer and the activation ("relu" as MobileBERT; default: the teacher's).
+  /// A bottleneck student keeps the teacher's hidden size; with init "teacher" it copies the
+  /// teacher's embeddings, pooler and head, and its layers start fresh.
+  int64_t bottleneck_size = 0;
+  int64_t num_ffn = 1;
+  std::optional<std::string> hidden_act;
 
   StudentOptions& with_arch(std::string v) { arch = std::move(v); return *this; }
   StudentOptions& with_embedding_dim(int64_t v) { embedding_dim = v; return *this; }
   StudentOptions& with_mlp_size(int64_t v) { mlp_size = v; return *this; }
   StudentOptions& with_kernel_sizes(std::vector<int64_t> v) { kernel_sizes = std::move(v); return *this; }
   StudentOptions& with_dropout(double v) { dropout = v; return *this; }
+  StudentOptions& with_bottleneck_size(int64_t v) { bottleneck_size = v; return *this; }
+  StudentOptions& with_num_ffn(int64_t v) { num_ffn = v; return *this; }
+  StudentOptions& with_hidden_act(std::string v) { hidden_act = std::move(v); return *this; }
   StudentOptions& with_layers(int64_t v) { layers = v; return *this; }
   StudentOptions& with_norm(nn::NormKind v) { norm = v; return *this; }
   StudentOptions& with_hidden_size(int64_t v) { hidden_size = v; return *this; }

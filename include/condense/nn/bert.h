@@ -39,10 +39,23 @@ struct BertConfig {
   /// Normalisation of a student (nn/norm.h); stored as `condense_norm` in config.json when it is
   /// not BERT's LayerNorm, which Hugging Face cannot load.
   NormKind norm = NormKind::LayerNorm;
+  /// MobileBERT-style bottleneck (Sun et al. 2020): when > 0, each layer projects its input from
+  /// hidden_size down to this width, runs attention and FFNs there, and projects back up (with a
+  /// residual around the whole block), so layer outputs keep hidden_size — the teacher's width,
+  /// matched without a projection — while the block's cost shrinks. 0 = plain BERT.
+  /// Stored as `condense_bottleneck_size`.
+  int64_t bottleneck_size = 0;
+  /// FFNs stacked per layer (MobileBERT uses 4 to restore the FFN/attention parameter ratio that
+  /// the narrow block loses). Stored as `condense_num_ffn`.
+  int64_t num_ffn = 1;
   /// Everything else in the file, kept so that a round trip does not lose fields.
   nlohmann::json extra = nlohmann::json::object();
 
-  int64_t head_dim() const { return hidden_size / num_attention_heads; }
+  /// Width attention and FFNs run at: bottleneck_size when set, else hidden_size.
+  int64_t block_width() const { return bottleneck_size > 0 ? bottleneck_size : hidden_size; }
+  int64_t head_dim() const { return block_width() / num_attention_heads; }
+  /// Whether Hugging Face's BertForSequenceClassification can hold this model.
+  bool hf_compatible() const { return norm == NormKind::LayerNorm && bottleneck_size == 0 && num_ffn == 1; }
   /// Throws condense::Error naming `source` and the field when values are inconsistent.
   void validate(const std::string& source) const;
   static BertConfig from_json(const nlohmann::json& j, const std::string& source);
@@ -134,6 +147,28 @@ class BertIntermediateImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertIntermediate);
 
+/// One extra FFN of a stacked-FFN layer: intermediate, then dense + residual + norm.
+class BertFeedForwardImpl : public torch::nn::Module {
+ public:
+  explicit BertFeedForwardImpl(const BertConfig& c);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& token_mask = {});
+  BertIntermediate intermediate{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertFeedForward);
+
+/// MobileBERT's bottleneck: `input` (dense hidden → block width, norm) before the block and
+/// `output` (dense back to hidden, residual from the layer input, norm) after it.
+class BertBottleneckImpl : public torch::nn::Module {
+ public:
+  explicit BertBottleneckImpl(const BertConfig& c);
+  torch::Tensor down(const torch::Tensor& x, const torch::Tensor& token_mask = {});
+  Dense input_dense{nullptr};
+  Norm input_norm{nullptr};
+  BertResidualOutput output{nullptr};
+};
+TORCH_MODULE(BertBottleneck);
+
 class BertLayerImpl : public torch::nn::Module {
  public:
   explicit BertLayerImpl(const BertConfig& c);
@@ -142,6 +177,8 @@ class BertLayerImpl : public torch::nn::Module {
   BertAttention attention{nullptr};
   BertIntermediate intermediate{nullptr};
   BertResidualOutput output{nullptr};
+  BertBottleneck bottleneck{nullptr};  ///< only when bottleneck_size > 0
+  torch::nn::ModuleList ffn{nullptr};  ///< the num_ffn − 1 FFNs before intermediate/output
 };
 TORCH_MODULE(BertLayer);
 
