@@ -56,7 +56,10 @@ void DistillOptions::validate() const {
   for (const auto& t : layer_losses) {
     CONDENSE_CHECK(t.weight >= 0 && std::isfinite(t.weight), "distill option 'layer_losses': weight of {} must be >= 0, found {}",
                    to_string(t.loss), t.weight);
-    total += t.weight;
+    CONDENSE_CHECK(!t.weight_end || (*t.weight_end >= 0 && std::isfinite(*t.weight_end)),
+                   "distill option 'layer_losses': weight_end of {} must be >= 0, found {}", to_string(t.loss),
+                   t.weight_end.value_or(0));
+    total += std::max(t.weight, t.weight_end.value_or(0));
   }
   CONDENSE_CHECK(total > 0, "distill options give every loss term weight 0; nothing would be learned");
   static const char* kStrategies[] = {"uniform", "skip", "last", "final", "explicit"};
@@ -259,6 +262,12 @@ double scheduled(double from, const std::optional<double>& to, const train::Batc
   return from + (*to - from) * f;
 }
 }  // namespace
+
+std::vector<LayerLossTerm> layer_terms_at(const std::vector<LayerLossTerm>& terms, const train::Batch& b) {
+  auto out = terms;
+  for (auto& t : out) t.weight = scheduled(t.weight, t.weight_end, b);
+  return out;
+}
 
 double DistillOptions::temperature_at(const train::Batch& b) const { return scheduled(temperature, temperature_end, b); }
 double DistillOptions::alpha_at(const train::Batch& b) const { return scheduled(alpha, alpha_end, b); }
@@ -496,7 +505,7 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
               t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
             }
             auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
-            auto loss = layer_objective(out, t, b.attention_mask, o.layer_losses, active, proj);
+            auto loss = layer_objective(out, t, b.attention_mask, layer_terms_at(o.layer_losses, b), active, proj);
             if (o.prediction_weight > 0) {
               loss = loss + o.prediction_weight * distillation_loss(out.logits, t.logits, b, o);
             }

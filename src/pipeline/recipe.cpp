@@ -66,12 +66,17 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
     o.layer_losses.clear();  // a stage's list replaces the recipe's
     for (std::size_t i = 0; i < ll.size(); ++i) {
       const auto section = fmt::format("{}.layer_losses[{}]", sec, i);
-      r.only_keys(ll[i], section, {"loss", "weight"});
+      r.only_keys(ll[i], section, {"loss", "weight", "weight_end"});
       CONDENSE_CHECK(ll[i]["loss"], "{}: '{}' needs a 'loss'", r.file, section);
       std::string name;
       distill::LayerLossTerm term;
       r.get(ll[i], section, "loss", name);
       r.get(ll[i], section, "weight", term.weight);
+      if (ll[i]["weight_end"]) {
+        double v = 0;
+        r.get(ll[i], section, "weight_end", v);
+        term.weight_end = v;
+      }
       try {
         term.loss = distill::parse_layer_loss(name);
       } catch (const Error& e) {

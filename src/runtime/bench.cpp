@@ -23,27 +23,40 @@ int64_t peak_rss_bytes() {
 }
 
 std::vector<BenchRow> bench(nn::BertClassifier& model, const BenchOptions& o) {
-  o.validate();
   CONDENSE_CHECK(o.seq_len <= model->config().max_position_embeddings, "bench seq_len {} exceeds the model's {} positions",
                  o.seq_len, model->config().max_position_embeddings);
+  model->eval();
+  return bench([&](const torch::Tensor& ids, const torch::Tensor& types,
+                   const torch::Tensor& mask) { return model->forward(ids, types, mask).logits; },
+               model->config().vocab_size, o);
+}
+
+std::vector<BenchRow> bench(nn::TextNetClassifier& model, const BenchOptions& o) {
+  model->eval();
+  return bench([&](const torch::Tensor& ids, const torch::Tensor& types,
+                   const torch::Tensor& mask) { return model->forward(ids, types, mask); },
+               model->config().vocab_size, o);
+}
+
+std::vector<BenchRow> bench(const BenchForward& forward, int64_t vocab_size, const BenchOptions& o) {
+  o.validate();
+  CONDENSE_CHECK(vocab_size > 1000, "bench draws ids from [1000, vocab_size); the vocabulary has only {}", vocab_size);
   using Clock = std::chrono::steady_clock;
   torch::NoGradGuard guard;
-  model->eval();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   std::vector<BenchRow> rows;
   for (auto b : o.batch_sizes) {
     // Ids avoid the special tokens so every row is a full-length "sentence".
-    auto ids = torch::randint(1000, model->config().vocab_size, {b, o.seq_len}, gen, torch::kInt64);
+    auto ids = torch::randint(1000, vocab_size, {b, o.seq_len}, gen, torch::kInt64);
     auto types = torch::zeros_like(ids);
     auto mask = torch::ones_like(ids);
-    for (int64_t i = 0; i < o.warmup; ++i) model->forward(ids, types, mask);
+    for (int64_t i = 0; i < o.warmup; ++i) forward(ids, types, mask);
     std::vector<double> ms;
     const auto start = Clock::now();
     while (static_cast<int64_t>(ms.size()) < o.min_iterations ||
            std::chrono::duration<double>(Clock::now() - start).count() < o.min_seconds) {
       const auto t = Clock::now();
-      auto out = model->forward(ids, types, mask);
-      (void)out.logits.sum().item<float>();
+      (void)forward(ids, types, mask).sum().item<float>();
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t).count());
     }
     std::sort(ms.begin(), ms.end());

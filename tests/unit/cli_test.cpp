@@ -647,6 +647,13 @@ TEST(Cli, BiLstmStudentWithTangAugmentation) {
   ASSERT_EQ(ev.exit_code, 0) << show(ev);
   auto e = json::parse(condense::read_file(scores));
   EXPECT_NEAR(e["metrics"]["accuracy"].get<double>(), j["dev"]["accuracy"].get<double>(), 1e-9);
+  auto bench = run(f.work, {"bench", "--model", student.string(), "--batch", "1,4", "--seq", "16", "--iterations", "1",
+                            "--seconds", "0", "--format", "json", "--threads", "1"});
+  ASSERT_EQ(bench.exit_code, 0) << show(bench);
+  auto rows = json::parse(bench.out);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[1]["batch"], 4);
+  EXPECT_GT(rows[1]["p50_ms"].get<double>(), 0);
   const auto out = f.work / "hf";
   expect_one_line_error(f, {"export", "--model", student.string(), "--out", out.string()}, out, {"condense-textnet"});
   expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--arch", "cnn",

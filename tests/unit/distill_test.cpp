@@ -957,6 +957,18 @@ TEST(DistillLayers, TemperatureAndAlphaSchedules) {
   auto r = pipeline::load_recipe(write(dir, "anneal.yaml", "distill: {temperature: 4, temperature_end: 1, alpha_end: 0.2}\n"));
   EXPECT_EQ(r.distill.temperature_end, 1.0);
   EXPECT_EQ(r.distill.alpha_end, 0.2);
+  // Layer-loss weights follow their own schedules; terms without one keep their weight.
+  auto terms = std::vector<distill::LayerLossTerm>{{LayerLoss::HiddenMSE, 2.0, 0.0}, {LayerLoss::AttentionMSE, 1.0, {}}};
+  b.total_steps = 5;
+  b.step = 1;
+  auto at = distill::layer_terms_at(terms, b);
+  EXPECT_DOUBLE_EQ(at[0].weight, 1.5);
+  EXPECT_DOUBLE_EQ(at[1].weight, 1.0);
+  b.step = 4;
+  EXPECT_DOUBLE_EQ(distill::layer_terms_at(terms, b)[0].weight, 0.0);
+  auto rl = pipeline::load_recipe(
+      write(dir, "fade.yaml", "distill: {layer_losses: [{loss: hidden_mse, weight: 2, weight_end: 0}]}\n"));
+  EXPECT_EQ(rl.distill.layer_losses.at(0).weight_end, 0.0);
 }
 
 }  // namespace layers

@@ -21,12 +21,19 @@ void run(const BenchArgs& a) {
   set_threads(a.threads);
   CONDENSE_CHECK(a.format == "md" || a.format == "csv" || a.format == "json", "--format is '{}', expected md, csv or json",
                  a.format);
-  auto model = nn::load_classifier(a.model);
-  auto rows = runtime::bench(model, runtime::BenchOptions()
-                                        .with_batch_sizes(a.batches)
-                                        .with_seq_len(a.seq)
-                                        .with_min_iterations(a.iterations)
-                                        .with_min_seconds(a.seconds));
+  const auto o = runtime::BenchOptions()
+                     .with_batch_sizes(a.batches)
+                     .with_seq_len(a.seq)
+                     .with_min_iterations(a.iterations)
+                     .with_min_seconds(a.seconds);
+  std::vector<runtime::BenchRow> rows;
+  if (nn::is_textnet_config(std::filesystem::path(a.model) / "config.json")) {  // a BiLSTM or CNN student
+    auto model = nn::load_textnet(a.model);
+    rows = runtime::bench(model, o);
+  } else {
+    auto model = nn::load_classifier(a.model);
+    rows = runtime::bench(model, o);
+  }
   if (a.format == "json") {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {

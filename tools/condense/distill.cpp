@@ -50,7 +50,11 @@ data::Dataset load_corpus(const DistillArgs& a, int64_t limit, uint64_t seed) {
 
 nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers, const nn::BertClassifier& teacher) {
   nlohmann::json layer_losses = nlohmann::json::array();
-  for (const auto& t : o.layer_losses) layer_losses.push_back({{"loss", distill::to_string(t.loss)}, {"weight", t.weight}});
+  for (const auto& t : o.layer_losses) {
+    layer_losses.push_back({{"loss", distill::to_string(t.loss)},
+                            {"weight", t.weight},
+                            {"weight_end", t.weight_end ? nlohmann::json(*t.weight_end) : nlohmann::json()}});
+  }
   nlohmann::json layer_map = nlohmann::json::array();
   if (!o.layer_losses.empty()) {
     for (const auto& p : distill::resolve_layer_map(o.layer_map, student_layers, teacher->config().num_hidden_layers)) {

@@ -51,7 +51,13 @@ std::string to_string(LayerLoss loss);
 struct LayerLossTerm {
   LayerLoss loss = LayerLoss::HiddenMSE;
   double weight = 1.0;
+  /// When set, the weight moves linearly from `weight` (first step) to this (last step), e.g. to
+  /// hand the intermediate terms' share over to the prediction loss as training goes on.
+  std::optional<double> weight_end;
 };
+
+/// The terms with the weights of a batch's step (the fixed weights when no schedule is set).
+std::vector<LayerLossTerm> layer_terms_at(const std::vector<LayerLossTerm>& terms, const train::Batch& batch);
 
 /// Which teacher layer each student layer learns from. Layers are numbered from 1 (layer 0 is the
 /// embedding output, matched only by EmbeddingMSE).

@@ -4,10 +4,12 @@
 /// length, examples per second, peak resident memory, thread count.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "condense/nn/bert.h"
+#include "condense/nn/textnet.h"
 
 namespace condense::runtime {
 
@@ -38,6 +40,12 @@ struct BenchRow {
 
 /// Runs the model in eval mode without gradients on random ids of each shape.
 std::vector<BenchRow> bench(nn::BertClassifier& model, const BenchOptions& options);
+std::vector<BenchRow> bench(nn::TextNetClassifier& model, const BenchOptions& options);
+
+/// The measurement itself, for any model: `forward(ids, token_types, mask)` returns its logits;
+/// ids are drawn from [1000, vocab_size) so that no row holds special tokens.
+using BenchForward = std::function<torch::Tensor(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&)>;
+std::vector<BenchRow> bench(const BenchForward& forward, int64_t vocab_size, const BenchOptions& options);
 
 /// Process peak resident memory in bytes (getrusage).
 int64_t peak_rss_bytes();
