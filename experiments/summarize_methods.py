@@ -3,7 +3,8 @@
 
 Usage: python3 experiments/summarize_methods.py OUT_DIR
 Compression is the teacher's parameter count over the student's. A row appears once any seed has
-finished; its seeds column says which.
+finished; its seeds column says which. Speedups (teacher latency / row latency, p50, seq 128) come
+from OUT_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present.
 """
 import json, pathlib, sys
 
@@ -21,20 +22,48 @@ ROWS = [
     ("self-distill-6", "self-distillation (born-again, from the pre-trained model)"),
     ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
     ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
+    ("tinybert-4x312-aug", "TinyBERT task distillation + augmentation, no GD"),
+    ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
+    ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
+    ("bilstm-nokd", "BiLSTM, no KD (labels only)"), ("bilstm-kd", "BiLSTM, Tang et al. KD (MSE, augmented)"),
+    ("cnn-nokd", "TextCNN, no KD (labels only)"), ("cnn-kd", "TextCNN, KD (MSE, augmented)"),
 ]
 METRICS = {"sst2": [("accuracy", "SST-2 acc")], "mrpc": [("f1", "MRPC F1"), ("accuracy", "MRPC acc")]}
 
 
+def shape(r):
+    arch = r.get("arch", "bert")
+    if arch == "bilstm":
+        return f"BiLSTM 2 × {r['hidden_size']}"
+    if arch == "cnn":
+        return f"CNN 3 × {r['hidden_size']}"
+    s = f"{r['layers']} × {r['hidden_size']}"
+    return s + (f" (bottleneck {r['bottleneck_size']})" if r.get("bottleneck_size") else "")
+
+
+def latencies(out):
+    """row -> {batch: p50 ms} from the bench files."""
+    lat = {}
+    for f in (out / "bench").glob("*.json"):
+        lat[f.stem] = {b["batch"]: b["p50_ms"] for b in json.loads(f.read_text())}
+    return lat
+
+
 def main(out):
     out = pathlib.Path(out)
+    lat = latencies(out)
+    if lat:
+        commit = (out / "bench" / "commit").read_text().strip() if (out / "bench" / "commit").exists() else "?"
+        print(f"speedups: `bash experiments/bench_methods.sh OUT` at commit {commit}, p50 at seq 128, "
+              f"batch 1 and 32, teacher latency / model latency")
     for task, metrics in METRICS.items():
         seeds = sorted(p for p in (out / task).glob("seed*") if p.is_dir())
         if not seeds:
             continue
         print(f"\n### {task.upper()}\n")
-        print("| method | layers × hidden | parameters | compression | " +
+        print("| method | layers × hidden | parameters | compression | speedup b1 | speedup b32 | " +
               " | ".join(f"{n} (mean ± std)" for _, n in metrics) + " | seeds |")
-        print("|---|---|---:|---:|" + "---:|" * len(metrics) + "---|")
+        print("|---|---|---:|---:|---:|---:|" + "---:|" * len(metrics) + "---|")
         teacher_params = None
         commits = set()
         for key, label in ROWS:
@@ -49,10 +78,14 @@ def main(out):
             cells = []
             for name, _ in metrics:
                 m, sd = ms([100 * r["dev"][name] for r in runs])
-                cells.append(f"{m:.2f} ± {sd:.2f}")
+                cells.append(f"{m:.2f} ± {sd:.2f}" if len(runs) > 1 else f"{m:.2f} (one seed)")
             comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
-            print(f"| {label} | {runs[0]['layers']} × {runs[0]['hidden_size']} | {params / 1e6:.1f} M | {comp} | " +
+            speed = []
+            for b in (1, 32):
+                t, m = lat.get("teacher", {}).get(b), lat.get(key, {}).get(b)
+                speed.append(f"{t / m:.2f}x" if t and m else "–")
+            print(f"| {label} | {shape(runs[0])} | {params / 1e6:.1f} M | {comp} | {speed[0]} | {speed[1]} | " +
                   " | ".join(cells) + f" | {seeds_used} |")
         print(f"\ncommit(s): {', '.join(sorted(commits))}")
 
