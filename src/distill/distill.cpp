@@ -40,6 +40,10 @@ std::string to_string(LayerLoss loss) {
 }
 
 void DistillOptions::validate() const {
+  CONDENSE_CHECK(mlm_weight >= 0 && mlm_distill_weight >= 0 && std::isfinite(mlm_weight + mlm_distill_weight),
+                 "distill options 'mlm_weight' and 'mlm_distill_weight' must be >= 0");
+  CONDENSE_CHECK(mask_prob > 0 && mask_prob < 1, "distill option 'mask_prob' must be in (0,1), found {}", mask_prob);
+  CONDENSE_CHECK(!progressive || !uses_mlm(), "distill option 'progressive' cannot be combined with masked-LM terms");
   CONDENSE_CHECK(!progressive || (!layer_losses.empty() && prediction_weight == 0),
                  "distill option 'progressive' trains layer terms one layer at a time: it needs layer_losses and "
                  "prediction_weight 0");
@@ -52,7 +56,7 @@ void DistillOptions::validate() const {
                  "distill option 'alpha_end' must be in [0,1], found {}", alpha_end.value_or(0));
   CONDENSE_CHECK(prediction_weight >= 0 && std::isfinite(prediction_weight),
                  "distill option 'prediction_weight' must be >= 0, found {}", prediction_weight);
-  double total = prediction_weight;
+  double total = prediction_weight + mlm_weight + mlm_distill_weight;
   for (const auto& t : layer_losses) {
     CONDENSE_CHECK(t.weight >= 0 && std::isfinite(t.weight), "distill option 'layer_losses': weight of {} must be >= 0, found {}",
                    to_string(t.loss), t.weight);
@@ -474,17 +478,44 @@ train::TrainResult distill(nn::TextNetClassifier& student, nn::BertClassifier& t
   });
 }
 
+std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                                                    const MlmSetup& m, double p, at::Generator gen) {
+  CONDENSE_CHECK(m.mask_id >= 0 && m.vocab_size > 0, "masked-LM setup needs the [MASK] id and the vocabulary size");
+  auto eligible = attention_mask.to(torch::kBool);
+  for (auto id : m.special_ids) eligible &= ids != id;
+  auto draw = torch::rand(ids.sizes(), gen);
+  auto chosen = eligible & (draw < p);
+  auto how = torch::rand(ids.sizes(), gen);  // < 0.8: [MASK]; < 0.9: random token; else keep
+  auto random_ids = torch::randint(m.vocab_size, ids.sizes(), gen, torch::kInt64);
+  auto corrupted = torch::where(chosen & (how < 0.8), torch::full_like(ids, m.mask_id), ids);
+  corrupted = torch::where(chosen & (how >= 0.8) & (how < 0.9), random_ids, corrupted);
+  auto targets = torch::where(chosen, ids, torch::full_like(ids, -100));
+  return {corrupted, targets};
+}
+
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& o,
-                           torch::Tensor teacher_logits) {
+                           torch::Tensor teacher_logits, const MlmSetup* mlm) {
   o.validate();
   CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
                  "student has {} outputs but the teacher has {}", student->config().num_labels,
                  teacher->config().num_labels);
-  if (!o.layer_losses.empty()) {
+  if (o.uses_mlm()) {
+    CONDENSE_CHECK(mlm != nullptr && mlm->student, "masked-LM terms need the student's MLM head (an MlmSetup)");
+    CONDENSE_CHECK(o.mlm_distill_weight == 0 || mlm->teacher,
+                   "distill option 'mlm_distill_weight' needs a teacher with a masked-LM head (cls.predictions.*)");
+  }
+  nn::BertMlmHead s_head{nullptr}, t_head{nullptr};  // shared handles to the caller's heads
+  if (mlm != nullptr) {
+    s_head = mlm->student;
+    t_head = mlm->teacher;
+  }
+  if (!o.layer_losses.empty() || o.uses_mlm()) {
     const auto& sc = student->config();
     const auto& tc = teacher->config();
-    const auto pairs = resolve_layer_map(o.layer_map, sc.num_hidden_layers, tc.num_hidden_layers);
+    const auto pairs = o.layer_losses.empty()
+                           ? std::vector<LayerPair>{}
+                           : resolve_layer_map(o.layer_map, sc.num_hidden_layers, tc.num_hidden_layers);
     for (const auto& term : o.layer_losses) {
       const bool attention = term.loss == LayerLoss::AttentionMSE || term.loss == LayerLoss::AttentionKL;
       CONDENSE_CHECK(!attention || sc.num_attention_heads == tc.num_attention_heads,
@@ -493,25 +524,66 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
                      to_string(term.loss), sc.num_attention_heads, tc.num_attention_heads);
     }
     auto proj = FeatureProjection(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, o.shared_projection);
-    const auto fwd = forward_options_for(o.layer_losses);
+    auto fwd = forward_options_for(o.layer_losses);
+    if (o.uses_mlm()) fwd.with_hidden_states();
     teacher->eval();
+    // The trainable extras: the projections, plus the student's MLM head when there is one. (Only
+    // then are they wrapped, so training states of runs without MLM keep their layout.)
+    std::shared_ptr<torch::nn::Module> aux = proj.ptr();
+    if (o.uses_mlm()) {
+      aux = std::make_shared<torch::nn::Module>();
+      aux->register_module("projection", proj);
+      aux->register_module("mlm_head", s_head);
+      if (t_head) t_head->eval();
+    }
     auto run = [&](const std::vector<LayerPair>& active, const train::TrainOptions& to) {
       return train::train_loop(
           student, train_set, to,
           [&](nn::BertClassifier& m, const train::Batch& b) {
+            auto ids = b.input_ids;
+            torch::Tensor targets;
+            if (o.uses_mlm()) {
+              // Masks depend only on (seed, step), so a resumed run sees the same ones.
+              auto gen = at::make_generator<at::CPUGeneratorImpl>(to.seed * 1000003ULL + static_cast<uint64_t>(b.step));
+              std::tie(ids, targets) = mask_tokens(b.input_ids, b.attention_mask, *mlm, o.mask_prob, gen);
+            }
             nn::BertOutput t;
             {
               torch::NoGradGuard guard;
-              t = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+              t = teacher->forward(ids, b.token_type_ids, b.attention_mask, fwd);
             }
-            auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+            auto out = m->forward(ids, b.token_type_ids, b.attention_mask, fwd);
             auto loss = layer_objective(out, t, b.attention_mask, layer_terms_at(o.layer_losses, b), active, proj);
             if (o.prediction_weight > 0) {
               loss = loss + o.prediction_weight * distillation_loss(out.logits, t.logits, b, o);
             }
+            if (o.uses_mlm()) {
+              const int64_t width = out.hidden_states.back().size(-1);
+              auto flat_targets = targets.reshape({-1});
+              auto rows = torch::nonzero(flat_targets != -100).squeeze(1);
+              if (rows.numel() > 0) {
+                auto s_hidden = out.hidden_states.back().reshape({-1, width}).index_select(0, rows);
+                auto s_logits = s_head(s_hidden, m->bert->embeddings->word_embeddings->weight);
+                if (o.mlm_weight > 0) {
+                  loss = loss + o.mlm_weight * torch::cross_entropy_loss(s_logits, flat_targets.index_select(0, rows));
+                }
+                if (o.mlm_distill_weight > 0) {
+                  torch::Tensor t_logits;
+                  {
+                    torch::NoGradGuard guard;
+                    const int64_t tw = t.hidden_states.back().size(-1);
+                    t_logits = t_head(t.hidden_states.back().reshape({-1, tw}).index_select(0, rows),
+                                            teacher->bert->embeddings->word_embeddings->weight);
+                  }
+                  loss = loss + o.mlm_distill_weight * soft_target_loss(s_logits, t_logits, o.temperature_at(b));
+                }
+              } else {
+                loss = loss + 0 * out.hidden_states.back().sum();  // no token drawn: keep the graph
+              }
+            }
             return loss;
           },
-          proj.ptr());
+          aux);
     };
     if (!o.progressive) return run(pairs, o.train);
     // One pass per mapped layer, bottom up; the state of each lives in its own folder so an

@@ -360,4 +360,23 @@ BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const tor
   return out;
 }
 
+BertMlmTransformImpl::BertMlmTransformImpl(const BertConfig& c) {
+  dense = register_module("dense", torch::nn::Linear(c.hidden_size, c.hidden_size));
+  LayerNorm = register_module(
+      "LayerNorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps)));
+}
+
+BertMlmHeadImpl::BertMlmHeadImpl(const BertConfig& c) : act(c.hidden_act) {
+  transform = register_module("transform", BertMlmTransform(c));
+  bias = register_parameter("bias", torch::zeros({c.vocab_size}));
+  torch::NoGradGuard guard;
+  transform->dense->weight.normal_(0, c.initializer_range);
+  transform->dense->bias.zero_();
+}
+
+torch::Tensor BertMlmHeadImpl::forward(const torch::Tensor& hidden, const torch::Tensor& word_embeddings) {
+  auto h = transform->LayerNorm(activation(transform->dense(hidden), act));
+  return torch::matmul(h, word_embeddings.t()) + bias;
+}
+
 }  // namespace condense::nn

@@ -127,6 +127,26 @@ BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_l
   return model;
 }
 
+bool has_mlm_head(const fs::path& file) {
+  return io::SafetensorsFile::open(file).find("cls.predictions.bias") != nullptr;
+}
+
+void load_mlm_head(BertMlmHead& head, const fs::path& file) {
+  auto st = io::SafetensorsFile::open(file);
+  const std::string src = file.string();
+  torch::NoGradGuard guard;
+  for (auto& item : head->named_parameters()) {
+    const std::string name = "cls.predictions." + item.key();
+    const io::TensorView* view = st.find(name);
+    CONDENSE_CHECK(view != nullptr, "{}: tensor '{}' of the masked-LM head is missing", src, name);
+    std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
+    CONDENSE_CHECK(c10::IntArrayRef(shape) == item.value().sizes(), "{}: tensor '{}' has shape {} but the model needs {}",
+                   src, name, shape_str(shape), shape_str(item.value().sizes()));
+    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + name));
+    item.value().copy_(t.to(item.value().dtype()));
+  }
+}
+
 void publish_directory(const fs::path& staging_dir, const fs::path& target) {
   const fs::path staging = without_trailing_separator(staging_dir), final_dir = without_trailing_separator(target);
   fs::path old;

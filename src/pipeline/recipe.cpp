@@ -36,7 +36,8 @@ struct Reader {
 
 void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
   r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
-                       "shared_projection", "temperature_end", "alpha_end", "progressive"});
+                       "shared_projection", "temperature_end", "alpha_end", "progressive", "mlm_weight",
+                       "mlm_distill_weight", "mask_prob"});
   if (d["loss"]) {
     std::string loss;
     r.get(d, sec, "loss", loss);
@@ -61,6 +62,9 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
   }
   r.get(d, sec, "shared_projection", o.shared_projection);
   r.get(d, sec, "progressive", o.progressive);
+  r.get(d, sec, "mlm_weight", o.mlm_weight);
+  r.get(d, sec, "mlm_distill_weight", o.mlm_distill_weight);
+  r.get(d, sec, "mask_prob", o.mask_prob);
   if (auto ll = d["layer_losses"]) {
     CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);
     o.layer_losses.clear();  // a stage's list replaces the recipe's

@@ -696,7 +696,21 @@ TEST(Cli, GeneralThenTaskDistillation) {
   EXPECT_EQ(t["stages"].size(), 2u);
   EXPECT_TRUE(t["dev"].contains("accuracy"));
 
+  // DistilBERT-style general distillation: masked-LM loss and cosine on the last hidden states.
+  const auto mlm = f.work / "mlm";
+  r = run(f.work, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
+                        (recipes / "distilbert-3layer-general.yaml").string(), "--corpus", text.string() + ",task",
+                        "--train-limit", "40", "--out", mlm.string()}));
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  EXPECT_EQ(metrics_of(mlm)["distill"]["mlm_weight"], 2.0);
+
   const auto bad = f.work / "bad";
+  // The teacher has no masked-LM head, so L_ce cannot be formed: one line says why.
+  const auto needs_head = f.work / "needs_head.yaml";
+  spit(needs_head, "distill: {prediction_weight: 0, mlm_weight: 1, mlm_distill_weight: 1}\n");
+  expect_one_line_error(f, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
+                                 needs_head.string(), "--corpus", text.string(), "--out", bad.string()}),
+                        bad, {"no masked-LM head", "cls.predictions", "mlm_distill_weight"});
   expect_one_line_error(f, with({"distill", "--teacher", teacher, "--data", f.data.string(), "--recipe",
                                  (recipes / "distil-3layer.yaml").string(), "--corpus", text.string(), "--out",
                                  bad.string()}),

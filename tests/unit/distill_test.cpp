@@ -931,6 +931,89 @@ TEST(DistillLayers, ProgressiveTransferTrainsOneLayerAtATime) {
   EXPECT_HAS(error_of([&] { DistillOptions().with_progressive().validate(); }), "'progressive'");
 }
 
+// BERT's masking: only real, non-special tokens; 80/10/10 among the chosen; same draws for the
+// same generator.
+TEST(DistillLayers, MaskTokensFollowsBert) {
+  distill::MlmSetup m;
+  m.mask_id = 4;
+  m.vocab_size = 64;
+  m.special_ids = {2, 3, 0};
+  auto ids = torch::randint(5, 64, {64, 64}, torch::kInt64);
+  ids.select(1, 0).fill_(2);
+  ids.select(1, 40).fill_(3);
+  auto mask = torch::ones_like(ids);
+  mask.narrow(1, 50, 14).zero_();
+  auto [x, y] = distill::mask_tokens(ids, mask, m, 0.5, at::make_generator<at::CPUGeneratorImpl>(7));
+  auto chosen = y != -100;
+  EXPECT_FALSE(chosen.select(1, 0).any().item<bool>());
+  EXPECT_FALSE(chosen.select(1, 40).any().item<bool>());
+  EXPECT_FALSE(chosen.narrow(1, 50, 14).any().item<bool>());
+  EXPECT_TRUE(torch::equal(y.masked_select(chosen), ids.masked_select(chosen)));
+  EXPECT_TRUE(torch::equal(x.masked_select(~chosen), ids.masked_select(~chosen)));
+  const double n = chosen.sum().item<double>(), eligible = 64.0 * 48;
+  EXPECT_NEAR(n / eligible, 0.5, 0.03);
+  const double masked = ((x == 4) & chosen).sum().item<double>() / n;
+  const double kept = ((x == ids) & chosen).sum().item<double>() / n;
+  EXPECT_NEAR(masked, 0.8, 0.03);
+  EXPECT_NEAR(kept, 0.1 + 0.1 / 64, 0.03);  // 10 % kept, plus random draws of the same id
+  auto [x2, y2] = distill::mask_tokens(ids, mask, m, 0.5, at::make_generator<at::CPUGeneratorImpl>(7));
+  EXPECT_TRUE(torch::equal(x, x2));
+  EXPECT_TRUE(torch::equal(y, y2));
+}
+
+// DistilBERT's masked-LM terms on a tiny teacher with an MLM head: the student's head (started
+// from the teacher's) and encoder learn, the loss falls, the teacher's head stays; without the
+// setup, or without a teacher head for L_ce, distill() refuses.
+TEST(DistillLayers, MaskedLmDistillationLearns) {
+  auto teacher = tiny_model(2, 1);
+  condense::nn::BertMlmHead t_head(teacher->config());
+  {
+    torch::NoGradGuard g;  // a peaked teacher distribution, far from a fresh head's near-uniform one
+    t_head->bias.normal_(0, 2);
+    t_head->transform->dense->weight.normal_(0, 0.5);
+  }
+  auto data = synthetic(64, 4);
+  distill::MlmSetup m;
+  m.teacher = t_head;
+  m.student = condense::nn::BertMlmHead(teacher->config());
+  m.mask_id = 4;
+  m.vocab_size = 64;
+  m.special_ids = {2, 3, 0};
+  auto student = distill::make_student(teacher, StudentOptions().with_layers(1), 2);
+  const auto head_before = m.student->bias.clone();
+  const auto teacher_head_before = t_head->transform->dense->weight.clone();
+  // L_ce alone: the teacher's masked-LM distribution is learnable; L_mlm on random tokens is not
+  // (its floor is ln 59), so it is checked only for moving toward that floor.
+  auto o = DistillOptions().with_prediction_weight(0).with_mlm_distill_weight(1).with_mask_prob(0.3)
+               .with_train(TrainOptions().with_epochs(6).with_batch_size(16).with_learning_rate(3e-3).with_seed(3));
+  std::vector<double> losses;
+  double prev = 0;
+  o.train.on_progress = [&](const train::Progress& p) {
+    const double sum = p.loss * static_cast<double>(p.step);
+    losses.push_back(sum - prev);
+    prev = sum;
+  };
+  auto r = distill::distill(student, teacher, data, o, {}, &m);
+  ASSERT_EQ(r.steps, 24);
+  const double first = (losses[0] + losses[1] + losses[2] + losses[3]) / 4;
+  const double last = (losses[20] + losses[21] + losses[22] + losses[23]) / 4;
+  std::cerr << "masked-LM distillation loss " << first << " -> " << last << "\n";
+  EXPECT_LT(last, 0.5 * first);
+  losses.clear();
+  prev = 0;
+  auto with_labels = o;
+  with_labels.mlm_weight = 1;
+  with_labels.mlm_distill_weight = 0;
+  distill::distill(student, teacher, data, with_labels, {}, &m);
+  EXPECT_LT((losses[20] + losses[21] + losses[22] + losses[23]) / 4, (losses[0] + losses[1] + losses[2] + losses[3]) / 4);
+  EXPECT_FALSE(torch::equal(head_before, m.student->bias));
+  EXPECT_TRUE(torch::equal(teacher_head_before, t_head->transform->dense->weight));
+  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, data, o); }), "MLM head");
+  distill::MlmSetup no_teacher = m;
+  no_teacher.teacher = nullptr;
+  EXPECT_HAS(error_of([&] { distill::distill(student, teacher, data, o, {}, &no_teacher); }), "'mlm_distill_weight'");
+}
+
 TEST(DistillLayers, TemperatureAndAlphaSchedules) {
   auto s = rows({{0, 0}, {1, -1}}), t = rows({{std::log(3.0f), 0}, {0, 0}});
   auto b = labels_batch({0, 1});

@@ -515,6 +515,37 @@ TEST_F(Checkpoint, BottleneckModelRoundTrips) {
   EXPECT_FALSE(tiny_config().to_json().contains("condense_bottleneck_size"));
 }
 
+// A masked-LM head saved under Hugging Face's names loads back; a file without one says so.
+TEST_F(Checkpoint, MlmHeadLoadsFromHuggingFaceNames) {
+  auto c = tiny_config();
+  torch::manual_seed(8);
+  condense::nn::BertMlmHead head(c);
+  {
+    torch::NoGradGuard g;
+    head->bias.normal_();
+  }
+  std::vector<torch::Tensor> keep;
+  std::vector<condense::io::TensorToWrite> out;
+  for (const auto& p : head->named_parameters()) {
+    auto t = p.value().detach().contiguous();
+    keep.push_back(t);
+    out.push_back({"cls.predictions." + p.key(), condense::io::DType::F32,
+                   std::vector<int64_t>(t.sizes().begin(), t.sizes().end()), t.data_ptr(), t.nbytes()});
+  }
+  condense::io::write_safetensors(scratch_ / "mlm.safetensors", out, {});
+  EXPECT_TRUE(condense::nn::has_mlm_head(scratch_ / "mlm.safetensors"));
+  EXPECT_FALSE(condense::nn::has_mlm_head(dir_ / "model.safetensors"));
+  condense::nn::BertMlmHead back(c);
+  condense::nn::load_mlm_head(back, scratch_ / "mlm.safetensors");
+  EXPECT_TRUE(torch::equal(back->bias, head->bias));
+  EXPECT_TRUE(torch::equal(back->transform->dense->weight, head->transform->dense->weight));
+  BertClassifier model(c);
+  EXPECT_EQ(back(torch::zeros({3, 32}), model->bert->embeddings->word_embeddings->weight).sizes(),
+            (c10::IntArrayRef{3, 50}));
+  auto msg = condense::testing::error_of([&] { condense::nn::load_mlm_head(back, dir_ / "model.safetensors"); });
+  EXPECT_NE(msg.find("'cls.predictions.bias' of the masked-LM head is missing"), std::string::npos) << msg;
+}
+
 TEST_F(Checkpoint, MissingWeightsFile) {
   fs::remove(dir_ / "model.safetensors");
   auto e = load_error();

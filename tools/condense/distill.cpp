@@ -71,6 +71,8 @@ nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers
           {"layer_map", layer_map},
           {"layer_map_strategy", o.layer_map.strategy},
           {"progressive", o.progressive},
+          {"mlm_weight", o.mlm_weight},
+          {"mlm_distill_weight", o.mlm_distill_weight},
           {"cache_teacher", o.cache_teacher}};
 }
 
@@ -114,8 +116,9 @@ void run(DistillArgs a, const CLI::App& sub) {
     o.train.state_dir = stages.size() == 1 ? state_root : state_root / st.name;
     o.train.on_progress = progress_bar(stages.size() == 1 ? "distill" : st.name, a.train.quiet);
     o.validate();
-    CONDENSE_CHECK(a.corpus.empty() || (o.prediction_weight == 0 && !o.layer_losses.empty()),
-                   "--corpus gives text without labels, so {} must set prediction_weight: 0 and list layer_losses",
+    CONDENSE_CHECK(a.corpus.empty() || (o.prediction_weight == 0 && (!o.layer_losses.empty() || o.uses_mlm())),
+                   "--corpus gives text without labels, so {} must set prediction_weight: 0 and list layer_losses "
+                   "or masked-LM weights",
                    stages.size() == 1 ? std::string("the recipe") : "stage '" + st.name + "'");
   }
   const auto& first = stages.front().distill;
@@ -172,6 +175,34 @@ void run(DistillArgs a, const CLI::App& sub) {
     }
     if (!a.train.quiet) fmt::print(stderr, "augmented {} examples to {}\n", n, train_set.examples.size());
   }
+  // Masked-LM terms: the student's head starts from the teacher's when it has one of the same
+  // width, else fresh; the teacher's is read from its model.safetensors.
+  std::optional<distill::MlmSetup> mlm;
+  bool any_mlm = false;
+  for (const auto& st : stages) any_mlm |= st.distill.uses_mlm();
+  if (any_mlm) {
+    CONDENSE_CHECK(!text_student, "masked-LM terms need a BERT student");
+    const auto weights = std::filesystem::path(a.teacher) / "model.safetensors";
+    mlm.emplace();
+    mlm->student = nn::BertMlmHead(student->config());
+    if (nn::has_mlm_head(weights)) {
+      mlm->teacher = nn::BertMlmHead(teacher->config());
+      nn::load_mlm_head(mlm->teacher, weights);
+      if (student->config().hidden_size == teacher->config().hidden_size) {
+        torch::NoGradGuard guard;
+        auto from = mlm->teacher->named_parameters();
+        for (auto& p : mlm->student->named_parameters()) p.value().copy_(from[p.key()]);
+      }
+    }
+    mlm->mask_id = tokenizer.mask_id();
+    mlm->vocab_size = tokenizer.vocab_size();
+    mlm->special_ids = {tokenizer.cls_id(), tokenizer.sep_id(), tokenizer.pad_id()};
+    for (const auto& st : stages) {
+      CONDENSE_CHECK(st.distill.mlm_distill_weight == 0 || mlm->teacher,
+                     "{}: the teacher has no masked-LM head (cls.predictions.* absent), so mlm_distill_weight must be 0",
+                     weights.string());
+    }
+  }
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
   auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, tokenizer, r.max_length);
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
@@ -199,7 +230,7 @@ void run(DistillArgs a, const CLI::App& sub) {
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     tr = text_student ? distill::distill(text, teacher, enc_train, o, teacher_logits)
-                      : distill::distill(student, teacher, enc_train, o, teacher_logits);
+                      : distill::distill(student, teacher, enc_train, o, teacher_logits, mlm ? &*mlm : nullptr);
     if (o.train.resume && tr.resumed_from == 0) {
       fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
     }

@@ -108,6 +108,14 @@ struct DistillOptions {
   /// parameter of the student frozen, so a layer is fitted to the teacher's on top of lower
   /// layers that already match theirs. Needs layer_losses and prediction_weight 0.
   bool progressive = false;
+  /// Masked-LM terms on unlabelled text (DistilBERT's triple loss, Sanh et al. 2019): the input is
+  /// masked as in BERT pre-training (mask_prob of the real tokens), the student's MLM head is
+  /// trained on the original tokens (mlm_weight, L_mlm) and on the teacher's MLM distribution at
+  /// `temperature` (mlm_distill_weight, L_ce; needs a teacher with an MLM head). Both need an
+  /// MlmSetup passed to distill().
+  double mlm_weight = 0;
+  double mlm_distill_weight = 0;
+  double mask_prob = 0.15;
   /// Run the teacher once and reuse its logits (default). false runs the teacher on every batch,
   /// which only data augmentation needs; it exists to measure what caching saves.
   bool cache_teacher = true;
@@ -129,6 +137,10 @@ struct DistillOptions {
   DistillOptions& with_layer_map(LayerMapOptions v) { layer_map = std::move(v); return *this; }
   DistillOptions& with_shared_projection(bool v) { shared_projection = v; return *this; }
   DistillOptions& with_progressive(bool v = true) { progressive = v; return *this; }
+  DistillOptions& with_mlm_weight(double v) { mlm_weight = v; return *this; }
+  DistillOptions& with_mlm_distill_weight(double v) { mlm_distill_weight = v; return *this; }
+  DistillOptions& with_mask_prob(double v) { mask_prob = v; return *this; }
+  bool uses_mlm() const { return mlm_weight > 0 || mlm_distill_weight > 0; }
   DistillOptions& with_train(train::TrainOptions v) { train = std::move(v); return *this; }
   void validate() const;
 };
@@ -303,6 +315,23 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
 nn::TextNetClassifier make_text_student(nn::BertClassifier& teacher, const StudentOptions& s, bool pair,
                                         uint64_t seed);
 
+/// What the masked-LM terms need besides the options.
+struct MlmSetup {
+  /// The student's head: trained with it (kept in the training state, not in the saved model,
+  /// which is a classifier). Start it from the teacher's when the widths agree.
+  nn::BertMlmHead student{nullptr};
+  nn::BertMlmHead teacher{nullptr};  ///< required when mlm_distill_weight > 0
+  int64_t mask_id = -1;
+  int64_t vocab_size = 0;
+  std::vector<int64_t> special_ids;  ///< never masked: [CLS], [SEP], [PAD]
+};
+
+/// BERT's masking (Devlin et al. 2019): each real token that is not special is chosen with
+/// probability p; a chosen token becomes [MASK] 80 % of the time, a random token 10 %, and stays
+/// 10 %. Returns the corrupted ids and the targets (original id where chosen, −100 elsewhere).
+std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& ids, const torch::Tensor& attention_mask,
+                                                    const MlmSetup& setup, double p, at::Generator generator);
+
 /// Distils `teacher` into `student` on `train_set`. `teacher_logits` is the cache
 /// ([N, num_labels], dataset order); compute it with train::predict_logits or pass an empty
 /// tensor to have it computed here (ignored when options.cache_teacher is false). With layer
@@ -311,7 +340,7 @@ nn::TextNetClassifier make_text_student(nn::BertClassifier& teacher, const Stude
 /// the shapes cannot work (attention terms need equal head counts).
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& options,
-                           torch::Tensor teacher_logits = {});
+                           torch::Tensor teacher_logits = {}, const MlmSetup* mlm = nullptr);
 
 /// Distils into a BiLSTM or CNN student: prediction-layer losses only (soft targets by KL or logit
 /// MSE, mixed with the labels by alpha; Tang et al. use MSE), from the cached teacher logits

@@ -233,4 +233,28 @@ class BertClassifierImpl : public torch::nn::Module {
 };
 TORCH_MODULE(BertClassifier);
 
+/// `cls.predictions.transform` of Hugging Face's masked-LM head: dense, activation, LayerNorm.
+class BertMlmTransformImpl : public torch::nn::Module {
+ public:
+  explicit BertMlmTransformImpl(const BertConfig& c);
+  torch::nn::Linear dense{nullptr};
+  torch::nn::LayerNorm LayerNorm{nullptr};
+};
+TORCH_MODULE(BertMlmTransform);
+
+/// Hugging Face's masked-LM head (`cls.predictions.*` of BertForMaskedLM / BertForPreTraining):
+/// the transform, then a decoder tied to the word embeddings plus a per-token bias. Kept apart
+/// from BertClassifier: only masked-LM distillation on unlabelled text needs it.
+class BertMlmHeadImpl : public torch::nn::Module {
+ public:
+  explicit BertMlmHeadImpl(const BertConfig& c);
+  /// Vocabulary logits [n, vocab] for hidden states [n, hidden], decoding with `word_embeddings`
+  /// ([vocab, hidden], the model's own table: the decoder is tied to it).
+  torch::Tensor forward(const torch::Tensor& hidden, const torch::Tensor& word_embeddings);
+  BertMlmTransform transform{nullptr};
+  torch::Tensor bias;
+  std::string act;
+};
+TORCH_MODULE(BertMlmHead);
+
 }  // namespace condense::nn

@@ -56,6 +56,12 @@ void save_module_folder(torch::nn::Module& module, const nlohmann::json& config,
 /// files are condense's own).
 void load_module_weights(torch::nn::Module& module, const std::filesystem::path& safetensors_file);
 
+/// Whether a safetensors file carries a masked-LM head (`cls.predictions.bias`).
+bool has_mlm_head(const std::filesystem::path& safetensors_file);
+/// Loads `cls.predictions.*` into `head`; throws naming the tensor when one is missing or has
+/// another shape (the decoder weight, tied to the word embeddings, is not read).
+void load_mlm_head(BertMlmHead& head, const std::filesystem::path& safetensors_file);
+
 /// Replaces directory `final_dir` by `staging_dir` (both on one file system) in two renames.
 void publish_directory(const std::filesystem::path& staging_dir, const std::filesystem::path& final_dir);
 
