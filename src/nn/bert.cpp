@@ -107,13 +107,7 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
 }
 
 BertConfig BertConfig::load(const std::filesystem::path& config_json) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(config_json));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", config_json.string(), e.what());
-  }
-  return from_json(j, config_json.string());
+  return from_json(read_json_file(config_json), config_json.string());
 }
 
 nlohmann::json BertConfig::to_json() const {

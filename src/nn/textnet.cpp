@@ -55,13 +55,7 @@ TextNetConfig TextNetConfig::from_json(const nlohmann::json& j, const std::strin
 }
 
 TextNetConfig TextNetConfig::load(const fs::path& config_json) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(config_json));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: invalid JSON ({})", config_json.string(), e.what());
-  }
-  return from_json(j, config_json.string());
+  return from_json(read_json_file(config_json), config_json.string());
 }
 
 nlohmann::json TextNetConfig::to_json() const {

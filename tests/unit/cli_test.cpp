@@ -654,6 +654,10 @@ TEST(Cli, BiLstmStudentWithTangAugmentation) {
   ASSERT_EQ(rows.size(), 2u);
   EXPECT_EQ(rows[1]["batch"], 4);
   EXPECT_GT(rows[1]["p50_ms"].get<double>(), 0);
+  auto report = run(f.work, {"report", "--models", "base=" + f.model.string() + ",lstm=" + student.string(), "--data",
+                             f.data.string(), "--seconds", "0", "--threads", "1"});
+  ASSERT_EQ(report.exit_code, 0) << show(report);
+  EXPECT_NE(report.out.find("| lstm | 1 | 16 |"), std::string::npos) << report.out;
   const auto out = f.work / "hf";
   expect_one_line_error(f, {"export", "--model", student.string(), "--out", out.string()}, out, {"condense-textnet"});
   expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--arch", "cnn",

@@ -5,9 +5,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <string>
 
 #include "condense/core/error.h"
+#include "condense/core/file.h"
 
 namespace condense {
 
@@ -20,6 +22,15 @@ T json_get_or(const nlohmann::json& j, const char* key, T fallback, const std::s
     return j[key].get<T>();
   } catch (const nlohmann::json::exception&) {
     fail("{}: field '{}' has the wrong type ({})", source, key, j[key].dump());
+  }
+}
+
+/// Parses a JSON file; a syntax error throws "<path>: not valid JSON (<detail>)".
+inline nlohmann::json read_json_file(const std::filesystem::path& path) {
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", path.string(), e.what());
   }
 }
 
