@@ -380,6 +380,11 @@ TEST(Distill, RecipeErrorsNameFileAndKey) {
   check("range_train.yaml", "train: {batch_size: 0}\n", {"'batch_size'"});
   check("not_map.yaml", "student: 3\n", {"'student' must be a mapping"});
   check("yaml.yaml", "train: {epochs: [1, 2\n", {"not valid YAML"});
+  check("arch.yaml", "student: {arch: transformer}\n", {"field 'student.arch' is 'transformer'"});
+  check("augment.yaml", "augment: {method: eda}\n", {"field 'augment.method' is 'eda'"});
+  check("augment_key.yaml", "augment: {per_sentence: 3}\n", {"unknown key 'augment.per_sentence'"});
+  check("weight_end.yaml", "distill: {layer_losses: [{loss: hidden_mse, weight_end: -1}]}\n", {"weight_end"});
+  check("mask.yaml", "distill: {mlm_weight: 1, mask_prob: 1.5}\n", {"'mask_prob'"});
   auto missing = dir / "missing.yaml";
   EXPECT_HAS(error_of([&] { pipeline::load_recipe(missing); }), missing.string() + ": recipe file not found");
 }
