@@ -23,7 +23,7 @@ case "$TASK" in
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
   multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug"
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -74,6 +74,13 @@ for seed in $SEEDS; do
       # TinyBERT with its data augmentation (4 variants per example; the teacher runs on every batch
       # of the intermediate stage, so this row costs about 5x the plain one).
       tinybert-4x312-aug) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --augment 4 ;;
+      # TinyBERT's two stages: general distillation from the pre-trained model on WikiText-2
+      # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
+      tinybert-gd-4x312)
+        wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
+        run "$d/gd-4x312" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/tinybert-4x312-general.yaml \
+          --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
+        run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init "$d/gd-4x312" ;;
       # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its
       # labels; with KD: the recipe's augmented transfer set labelled by the teacher (logit MSE).
       bilstm-nokd)   run "$d/$row" "${s[@]}" --recipe recipes/bilstm-tang.yaml --alpha 0 --augment 0 ;;

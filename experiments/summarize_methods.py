@@ -23,6 +23,7 @@ ROWS = [
     ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
     ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
     ("tinybert-4x312-aug", "TinyBERT task distillation + augmentation, no GD"),
+    ("tinybert-gd-4x312", "TinyBERT general (WikiText-2 + task text) then task distillation"),
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
     ("bilstm-nokd", "BiLSTM, no KD (labels only)"), ("bilstm-kd", "BiLSTM, Tang et al. KD (MSE, augmented)"),
