@@ -23,7 +23,8 @@ case "$TASK" in
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
   multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312"
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312
+  vocab5k-nokd-3 vocab5k-kd-3"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -74,6 +75,13 @@ for seed in $SEEDS; do
       # TinyBERT with its data augmentation (4 variants per example; the teacher runs on every batch
       # of the intermediate stage, so this row costs about 5x the plain one).
       tinybert-4x312-aug) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --augment 4 ;;
+      # A student with its own 5,000-piece vocabulary learned from the training text (embedding rows
+      # mapped from the teacher's pieces), with and without KD (DualTrain's smaller-vocabulary student
+      # without its dual training or shared projections).
+      vocab5k-nokd-3) run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --student-vocab 5000 \
+                       --epochs "$S_EPOCHS" --alpha 0 ;;
+      vocab5k-kd-3)  run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --student-vocab 5000 \
+                       --epochs "$S_EPOCHS" ;;
       # TinyBERT's two stages: general distillation from the pre-trained model on WikiText-2
       # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
       tinybert-gd-4x312)

@@ -26,6 +26,7 @@ ROWS = [
     ("tinybert-gd-4x312", "TinyBERT general (WikiText-2 + task text) then task distillation"),
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
+    ("vocab5k-nokd-3", "own 5k vocabulary, no KD"), ("vocab5k-kd-3", "own 5k vocabulary, Hinton KD"),
     ("bilstm-nokd", "BiLSTM, no KD (labels only)"), ("bilstm-kd", "BiLSTM, Tang et al. KD (MSE, augmented)"),
     ("cnn-nokd", "TextCNN, no KD (labels only)"), ("cnn-kd", "TextCNN, KD (MSE, augmented)"),
 ]

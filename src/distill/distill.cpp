@@ -340,6 +340,7 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   c.norm = s.norm;
   c.bottleneck_size = s.bottleneck_size;
   c.num_ffn = s.num_ffn;
+  if (s.vocab_size) c.vocab_size = *s.vocab_size;
   if (s.hidden_act) c.hidden_act = *s.hidden_act;
   c.validate("student options");
   torch::manual_seed(seed);
@@ -403,6 +404,9 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
     auto ends_with = [&](const std::string& suffix) {
       return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
+    if (name == "bert.embeddings.word_embeddings.weight" && c.vocab_size != tc.vocab_size) {
+      continue;  // another vocabulary: transfer_vocabulary() maps the rows
+    }
     if (ends_with(".weight_v")) {
       p.value().copy_(tparams[name.substr(0, name.size() - 2)]);
     } else if (ends_with(".weight_g")) {
@@ -414,6 +418,43 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
     }
   }
   return student;
+}
+
+void transfer_vocabulary(nn::BertClassifier& student, const text::WordPieceTokenizer& stok, nn::BertClassifier& teacher,
+                         const text::WordPieceTokenizer& ttok) {
+  auto& to = student->bert->embeddings->word_embeddings->weight;
+  const auto& from = teacher->bert->embeddings->word_embeddings->weight;
+  CONDENSE_CHECK(to.size(0) == stok.vocab_size(), "student has {} word embeddings but its vocabulary {} entries",
+                 to.size(0), stok.vocab_size());
+  CONDENSE_CHECK(to.size(1) == from.size(1), "student word embeddings are {} wide but the teacher's {}", to.size(1),
+                 from.size(1));
+  torch::NoGradGuard guard;
+  for (int64_t i = 0; i < stok.vocab_size(); ++i) {
+    const auto& token = stok.id_to_token(i);
+    // The teacher's id of a token, or -1 when its vocabulary lacks it.
+    auto teacher_id = [&](const std::string& t) {
+      const auto id = ttok.convert_tokens_to_ids({t})[0];
+      return id != ttok.unk_id() || t == "[UNK]" ? id : int64_t{-1};
+    };
+    if (const auto same = teacher_id(token); same >= 0) {
+      to[i].copy_(from[same]);
+      continue;
+    }
+    const bool continuation = token.rfind("##", 0) == 0;
+    std::vector<int64_t> ids;
+    for (auto id : ttok.tokenize_to_ids(continuation ? token.substr(2) : token)) {
+      if (id == ttok.unk_id()) continue;
+      if (continuation) {
+        // The same text inside a word: prefer the teacher's "##" form of each piece.
+        const auto& piece = ttok.id_to_token(id);
+        if (piece.rfind("##", 0) != 0) {
+          if (const auto inner = teacher_id("##" + piece); inner >= 0) id = inner;
+        }
+      }
+      ids.push_back(id);
+    }
+    if (!ids.empty()) to[i].copy_(from.index_select(0, torch::tensor(ids, torch::kInt64)).mean(0));
+  }
 }
 
 nn::TextNetClassifier make_text_student(nn::BertClassifier& teacher, const StudentOptions& s, bool pair,

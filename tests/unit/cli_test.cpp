@@ -665,6 +665,34 @@ TEST(Cli, BiLstmStudentWithTangAugmentation) {
                         out, {"--augment-method", "eda"});
 }
 
+// A student with a vocabulary learned from the training text: its folder carries that vocab.txt,
+// and `condense eval` (which tokenizes with the folder's vocabulary) reproduces the stored score.
+TEST(Cli, StudentWithItsOwnVocabulary) {
+  FIXTURE(f);
+  const auto student = f.work / "small_vocab";
+  auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                        "--student-vocab", "400", "--train-limit", "64", "--epochs", "1", "--out", student.string(),
+                        "--quiet", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(student);
+  EXPECT_EQ(j["student_vocab_size"], 400);
+  EXPECT_EQ(count_lines(student / "vocab.txt"), 400);
+  auto cfg = json::parse(condense::read_file(student / "config.json"));
+  EXPECT_EQ(cfg["vocab_size"], 400);
+  const auto scores = f.work / "eval.json";
+  auto ev = run(f.work, {"eval", "--model", student.string(), "--data", f.data.string(), "--json", scores.string(),
+                         "--threads", "1"});
+  ASSERT_EQ(ev.exit_code, 0) << show(ev);
+  EXPECT_NEAR(json::parse(condense::read_file(scores))["metrics"]["accuracy"].get<double>(),
+              j["dev"]["accuracy"].get<double>(), 1e-9);
+  const auto bad = f.work / "bad";
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                            "--student-vocab", "400", "--recipe",
+                            (ct::source_dir() / "recipes" / "distilbert-3layer.yaml").string(), "--out", bad.string(),
+                            "--quiet"},
+                        bad, {"--student-vocab", "no layer losses"});
+}
+
 // TinyBERT's two steps from the command line: general distillation on unlabelled text (a WikiText
 // fixture plus the task's sentences), then task distillation that starts from its student.
 TEST(Cli, GeneralThenTaskDistillation) {

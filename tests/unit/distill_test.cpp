@@ -1019,6 +1019,26 @@ TEST(DistillLayers, MaskedLmDistillationLearns) {
   EXPECT_HAS(error_of([&] { distill::distill(student, teacher, data, o, {}, &no_teacher); }), "'mlm_distill_weight'");
 }
 
+// A student with its own vocabulary: shared tokens keep the teacher's row, new ones take the mean
+// of the teacher pieces they split into, "##" pieces prefer the teacher's "##" forms.
+TEST(DistillLayers, TransferVocabularyMapsRows) {
+  std::vector<std::string> tv{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "##ly", "##s", "s", "ly"};
+  std::vector<std::string> sv{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "badly", "##s", "##goods"};
+  condense::text::WordPieceTokenizer ttok(tv, condense::text::TokenizerOptions());
+  condense::text::WordPieceTokenizer stok(sv, condense::text::TokenizerOptions());
+  auto teacher = tiny_model(2, 1, static_cast<int64_t>(tv.size()));
+  auto student = distill::make_student(teacher, StudentOptions().with_layers(1).with_vocab_size(9), 2);
+  EXPECT_EQ(student->config().vocab_size, 9);
+  distill::transfer_vocabulary(student, stok, teacher, ttok);
+  const auto& s = student->bert->embeddings->word_embeddings->weight;
+  const auto& t = teacher->bert->embeddings->word_embeddings->weight;
+  EXPECT_TRUE(torch::equal(s[5], t[5]));                                    // good
+  EXPECT_TRUE(torch::allclose(s[6], (t[6] + t[7]) / 2));                    // badly = bad ##ly
+  EXPECT_TRUE(torch::equal(s[7], t[8]));                                    // ##s
+  EXPECT_TRUE(torch::allclose(s[8], (t[5] + t[8]) / 2));                    // ##goods: good -> (no ##good), ##s
+  EXPECT_TRUE(torch::equal(student->layer(0)->attention->self->query->weight, teacher->layer(0)->attention->self->query->weight));
+}
+
 TEST(DistillLayers, TemperatureAndAlphaSchedules) {
   auto s = rows({{0, 0}, {1, -1}}), t = rows({{std::log(3.0f), 0}, {0, 0}});
   auto b = labels_batch({0, 1});

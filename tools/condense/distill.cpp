@@ -1,4 +1,5 @@
 // condense distill: distil a fine-tuned teacher into a smaller student.
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -8,6 +9,7 @@
 #include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/pipeline/recipe.h"
+#include "condense/text/wordpiece_trainer.h"
 
 namespace condense::cli {
 
@@ -28,6 +30,7 @@ struct DistillArgs {
   std::optional<int64_t> augment, augment_neighbours;
   std::optional<double> augment_prob;
   std::optional<std::string> augment_method, arch;
+  std::string student_vocab;  ///< N: learn an N-piece vocabulary from the training text; else a vocab.txt
   std::vector<double> teacher_weights;
 };
 
@@ -135,6 +138,33 @@ void run(DistillArgs a, const CLI::App& sub) {
                  teacher->config().num_labels, info.name, info.num_labels);
   CONDENSE_CHECK(!text_student || !general, "--corpus (general distillation) needs a BERT student, not {}",
                  r.student.arch);
+  // A student vocabulary of its own: learned from the training text (the sentences it will see)
+  // or read from a file. The teacher keeps its segmentation; the student trains on its own, and
+  // the teacher's cached logits line up by example.
+  std::optional<text::WordPieceTokenizer> student_tok;
+  if (!a.student_vocab.empty()) {
+    CONDENSE_CHECK(!text_student && !general, "--student-vocab needs a BERT student and a task's training set");
+    for (const auto& st : stages) {
+      CONDENSE_CHECK(st.distill.layer_losses.empty() && !st.distill.uses_mlm() && (st.distill.cache_teacher || !st.distill.uses_soft_targets()),
+                     "--student-vocab segments the student's input differently from the teacher's, so only "
+                     "prediction-layer distillation from the teacher cache can be used (no layer losses, masked-LM "
+                     "terms or --no-teacher-cache)");
+    }
+    const bool learn = std::all_of(a.student_vocab.begin(), a.student_vocab.end(), ::isdigit);
+    if (learn) {
+      std::vector<std::string> texts;
+      for (const auto& e : train_set.examples) {
+        texts.push_back(e.text_a);
+        if (e.text_b) texts.push_back(*e.text_b);
+      }
+      auto vocab = text::learn_wordpiece_vocab(
+          texts, text::WordPieceTrainOptions().with_vocab_size(std::stoll(a.student_vocab)).with_tokenizer(tokenizer.options()));
+      student_tok.emplace(std::move(vocab), tokenizer.options(), "learned student vocabulary");
+    } else {
+      student_tok.emplace(text::WordPieceTokenizer::from_vocab_file(a.student_vocab, tokenizer.options()));
+    }
+    r.student.vocab_size = student_tok->vocab_size();
+  }
   // One of the two holds the student: a smaller BERT, or a BiLSTM/CNN (cross-architecture).
   nn::BertClassifier student{nullptr};
   nn::TextNetClassifier text{nullptr};
@@ -142,6 +172,7 @@ void run(DistillArgs a, const CLI::App& sub) {
     text = distill::make_text_student(teacher, r.student, info.pair, first.train.seed);
   } else {
     student = distill::make_student(teacher, r.student, first.train.seed);
+    if (student_tok && r.student.init == "teacher") distill::transfer_vocabulary(student, *student_tok, teacher, tokenizer);
   }
   const int64_t student_layers = text_student ? 0 : student->config().num_hidden_layers;
   if (!a.extra_teachers.empty()) {
@@ -204,7 +235,10 @@ void run(DistillArgs a, const CLI::App& sub) {
     }
   }
   auto enc_train = train::encode(train_set, tokenizer, r.max_length);
-  auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, tokenizer, r.max_length);
+  const auto& stok = student_tok ? *student_tok : tokenizer;
+  auto enc_student = student_tok ? train::encode(train_set, stok, r.max_length) : train::EncodedDataset{};
+  const auto& enc_train_student = student_tok ? enc_student : enc_train;
+  auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, stok, r.max_length);
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
   // needs its logits alone (alpha 0 needs none; with layer losses the teacher runs on every batch).
   torch::Tensor teacher_logits;
@@ -230,7 +264,7 @@ void run(DistillArgs a, const CLI::App& sub) {
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
     tr = text_student ? distill::distill(text, teacher, enc_train, o, teacher_logits)
-                      : distill::distill(student, teacher, enc_train, o, teacher_logits, mlm ? &*mlm : nullptr);
+                      : distill::distill(student, teacher, enc_train_student, o, teacher_logits, mlm ? &*mlm : nullptr);
     if (o.train.resume && tr.resumed_from == 0) {
       fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
     }
@@ -309,7 +343,25 @@ void run(DistillArgs a, const CLI::App& sub) {
   summary["distill"]["init_layers"] =
       r.student.init == "teacher" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
                                   : std::vector<int64_t>{};
-  nn::save_pretrained(student, a.out, a.teacher, {{"condense", "distill"}}, {{"metrics.json", summary.dump(2) + "\n"}});
+  std::map<std::string, std::string> files{{"metrics.json", summary.dump(2) + "\n"}};
+  std::filesystem::path tokenizer_files = a.teacher;
+  if (student_tok) {
+    // The student's own vocab.txt, with the teacher's normalisation settings (tokenizer.json
+    // would carry the teacher's vocabulary, so it is not copied).
+    summary["student_vocab_size"] = student_tok->vocab_size();
+    files["metrics.json"] = summary.dump(2) + "\n";
+    tokenizer_files.clear();
+    std::string vocab;
+    for (const auto& t : student_tok->vocab()) vocab += t + "\n";
+    files["vocab.txt"] = vocab;
+    const auto& to = student_tok->options();
+    nlohmann::json cfg{{"tokenizer_class", "BertTokenizer"},
+                       {"do_lower_case", to.lower_case()},
+                       {"strip_accents", to.strip_accents() ? nlohmann::json(*to.strip_accents()) : nlohmann::json()},
+                       {"tokenize_chinese_chars", to.tokenize_chinese_chars()}};
+    files["tokenizer_config.json"] = cfg.dump(2) + "\n";
+  }
+  nn::save_pretrained(student, a.out, tokenizer_files, {{"condense", "distill"}}, files);
   drop_state(a.train, state_root);
   fmt::print("{} dev {}: {:.4f}  student {} layers, {} parameters ({:.0f} ex/s, {:.0f} s) -> {}\n", info.name,
              info.main_metric, ev.metrics.at("main"), student->config().num_hidden_layers, student->num_parameters(),
@@ -330,6 +382,8 @@ void add_distill(CLI::App& app) {
   sub->add_option("--hidden", a->hidden, "Student hidden size (default: teacher's)");
   sub->add_option("--heads", a->heads, "Student attention heads (default: teacher's)");
   sub->add_option("--intermediate", a->intermediate, "Student FFN size (default: teacher's)");
+  sub->add_option("--student-vocab", a->student_vocab,
+                  "Student vocabulary: N learns an N-piece WordPiece vocabulary from the training text, or a vocab.txt");
   sub->add_option("--bottleneck", a->bottleneck, "MobileBERT-style bottleneck width inside each layer (default 0 = none)");
   sub->add_option("--num-ffn", a->num_ffn, "FFNs stacked per layer (default 1; MobileBERT 4)");
   sub->add_option("--hidden-act", a->hidden_act, "Student activation: gelu, relu, ... (default: teacher's)");

@@ -286,6 +286,10 @@ struct StudentOptions {
   int64_t bottleneck_size = 0;
   int64_t num_ffn = 1;
   std::optional<std::string> hidden_act;
+  /// A vocabulary of another size than the teacher's (a student with its own, smaller WordPiece
+  /// vocabulary); with init "teacher" everything but the word embeddings is copied, and
+  /// transfer_vocabulary() fills those.
+  std::optional<int64_t> vocab_size;
 
   StudentOptions& with_arch(std::string v) { arch = std::move(v); return *this; }
   StudentOptions& with_embedding_dim(int64_t v) { embedding_dim = v; return *this; }
@@ -295,6 +299,7 @@ struct StudentOptions {
   StudentOptions& with_bottleneck_size(int64_t v) { bottleneck_size = v; return *this; }
   StudentOptions& with_num_ffn(int64_t v) { num_ffn = v; return *this; }
   StudentOptions& with_hidden_act(std::string v) { hidden_act = std::move(v); return *this; }
+  StudentOptions& with_vocab_size(int64_t v) { vocab_size = v; return *this; }
   StudentOptions& with_layers(int64_t v) { layers = v; return *this; }
   StudentOptions& with_norm(nn::NormKind v) { norm = v; return *this; }
   StudentOptions& with_hidden_size(int64_t v) { hidden_size = v; return *this; }
@@ -309,6 +314,12 @@ std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teache
 
 /// Builds the student; throws naming the field when the shape or layer map is invalid.
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed);
+
+/// Initialises a student's word embeddings for its own vocabulary from the teacher's: a token the
+/// teacher also has takes its row; any other takes the mean of the rows of the teacher pieces its
+/// text splits into ("##x" pieces: of the teacher's "##" pieces of x). Widths must agree.
+void transfer_vocabulary(nn::BertClassifier& student, const text::WordPieceTokenizer& student_tokenizer,
+                         nn::BertClassifier& teacher, const text::WordPieceTokenizer& teacher_tokenizer);
 
 /// Builds a BiLSTM or CNN student (s.arch) over the teacher's vocabulary with the teacher's
 /// number of outputs; `pair` for sentence-pair tasks.
