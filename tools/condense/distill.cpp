@@ -150,7 +150,8 @@ void run(DistillArgs a, const CLI::App& sub) {
                      "prediction-layer distillation from the teacher cache can be used (no layer losses, masked-LM "
                      "terms or --no-teacher-cache)");
     }
-    const bool learn = std::all_of(a.student_vocab.begin(), a.student_vocab.end(), ::isdigit);
+    const bool learn = std::all_of(a.student_vocab.begin(), a.student_vocab.end(),
+                                   [](char c) { return c >= '0' && c <= '9'; });
     if (learn) {
       std::vector<std::string> texts;
       for (const auto& e : train_set.examples) {
