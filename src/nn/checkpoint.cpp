@@ -53,6 +53,13 @@ fs::path without_trailing_separator(const fs::path& p) {
   return !p.has_filename() && p.has_relative_path() ? p.parent_path() : p;
 }
 
+// Copies a file tensor (already checked to have `param`'s shape) into `param`, converting its dtype.
+void copy_from_view(torch::Tensor& param, const io::TensorView& view, const std::string& src, const std::string& name) {
+  std::vector<int64_t> shape(view.shape.begin(), view.shape.end());
+  auto t = torch::from_blob(const_cast<std::byte*>(view.data), shape, to_torch(view.dtype, src + ": " + name));
+  param.copy_(t.to(param.dtype()));
+}
+
 // Tensors a BERT encoder of this config cannot run without.
 bool is_required(const std::string& name) {
   return name.rfind("bert.embeddings.", 0) == 0 || name.rfind("bert.encoder.", 0) == 0;
@@ -98,8 +105,7 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
       used.insert(file_name);
       continue;
     }
-    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + file_name));
-    param.copy_(t.to(param.dtype()));
+    copy_from_view(param, *view, src, file_name);
     CONDENSE_CHECK(torch::isfinite(param).all().item<bool>(), "{}: tensor '{}' contains NaN or Inf", src, file_name);
     used.insert(file_name);
   }
@@ -142,8 +148,7 @@ void load_mlm_head(BertMlmHead& head, const fs::path& file) {
     std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
     CONDENSE_CHECK(c10::IntArrayRef(shape) == item.value().sizes(), "{}: tensor '{}' has shape {} but the model needs {}",
                    src, name, shape_str(shape), shape_str(item.value().sizes()));
-    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + name));
-    item.value().copy_(t.to(item.value().dtype()));
+    copy_from_view(item.value(), *view, src, name);
   }
 }
 
@@ -219,8 +224,7 @@ void load_module_weights(torch::nn::Module& module, const fs::path& file) {
     std::vector<int64_t> shape(view->shape.begin(), view->shape.end());
     CONDENSE_CHECK(c10::IntArrayRef(shape) == param.sizes(), "{}: tensor '{}' has shape {} but the config needs {}",
                    src, name, shape_str(shape), shape_str(param.sizes()));
-    auto t = torch::from_blob(const_cast<std::byte*>(view->data), shape, to_torch(view->dtype, src + ": " + name));
-    param.copy_(t.to(param.dtype()));
+    copy_from_view(param, *view, src, name);
     CONDENSE_CHECK(torch::isfinite(param).all().item<bool>(), "{}: tensor '{}' contains NaN or Inf", src, name);
     used.insert(name);
   }

@@ -348,8 +348,9 @@ torch::Tensor predict_logits(nn::TextNetClassifier& model, const EncodedDataset&
       model->config().num_labels, d, batch_size);
 }
 
-EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const data::Dataset& gold,
-                        double seconds) {
+namespace {
+// GLUE metrics of logits already computed (`seconds` is the time they took).
+EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const data::Dataset& gold, double seconds) {
   EvalResult r;
   r.logits = std::move(logits);
   r.examples_per_second = static_cast<double>(d.size()) / std::max(1e-9, seconds);
@@ -366,7 +367,6 @@ EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const dat
   return r;
 }
 
-namespace {
 template <typename Model>
 EvalResult evaluate_model(Model& model, const EncodedDataset& d, const data::Dataset& gold, int64_t batch_size) {
   const auto t0 = Clock::now();

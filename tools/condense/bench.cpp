@@ -26,14 +26,7 @@ void run(const BenchArgs& a) {
                      .with_seq_len(a.seq)
                      .with_min_iterations(a.iterations)
                      .with_min_seconds(a.seconds);
-  std::vector<runtime::BenchRow> rows;
-  if (nn::is_textnet_config(std::filesystem::path(a.model) / "config.json")) {  // a BiLSTM or CNN student
-    auto model = nn::load_textnet(a.model);
-    rows = runtime::bench(model, o);
-  } else {
-    auto model = nn::load_classifier(a.model);
-    rows = runtime::bench(model, o);
-  }
+  auto rows = load_any_model(a.model).bench(o);  // a BERT folder or a BiLSTM/CNN student
   if (a.format == "json") {
     nlohmann::json j = nlohmann::json::array();
     for (const auto& r : rows) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "condense/core/error.h"
+#include "condense/nn/checkpoint.h"
 
 #ifndef CONDENSE_GIT_COMMIT
 #define CONDENSE_GIT_COMMIT "unknown"
@@ -142,6 +143,30 @@ nlohmann::json model_shape(const nn::TextNetClassifier& model) {
   const auto& c = model->config();
   return {{"arch", c.arch}, {"parameters", model->num_parameters()}, {"layers", 1}, {"hidden_size", c.hidden_size},
           {"embedding_dim", c.embedding_dim}};
+}
+
+AnyModel load_any_model(const std::filesystem::path& dir) {
+  AnyModel m;
+  if (nn::is_textnet_config(dir / "config.json")) {
+    m.text = nn::load_textnet(dir);
+  } else {
+    m.bert = nn::load_classifier(dir);
+  }
+  return m;
+}
+
+int64_t AnyModel::num_labels() const {
+  return is_textnet() ? text->config().num_labels : bert->config().num_labels;
+}
+
+int64_t AnyModel::num_parameters() const { return is_textnet() ? text->num_parameters() : bert->num_parameters(); }
+
+train::EvalResult AnyModel::evaluate(const train::EncodedDataset& d, const data::Dataset& gold, int64_t batch_size) {
+  return is_textnet() ? train::evaluate(text, d, gold, batch_size) : train::evaluate(bert, d, gold, batch_size);
+}
+
+std::vector<runtime::BenchRow> AnyModel::bench(const runtime::BenchOptions& options) {
+  return is_textnet() ? runtime::bench(text, options) : runtime::bench(bert, options);
 }
 
 void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir) {

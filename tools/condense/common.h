@@ -14,6 +14,7 @@
 #include "condense/data/glue.h"
 #include "condense/nn/bert.h"
 #include "condense/nn/textnet.h"
+#include "condense/runtime/bench.h"
 #include "condense/text/tokenizer.h"
 #include "condense/train/train.h"
 
@@ -63,6 +64,20 @@ std::string build_commit();
 nlohmann::json run_summary(const std::string& command, const data::Dataset& train_set, const data::Dataset& dev,
                            const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
                            const nlohmann::json& model_shape);
+
+/// A model folder of either kind — a BERT classifier or a BiLSTM/CNN student (config.json
+/// model_type condense-textnet) — with the operations the commands need of both.
+struct AnyModel {
+  nn::BertClassifier bert{nullptr};
+  nn::TextNetClassifier text{nullptr};
+
+  bool is_textnet() const { return !text.is_empty(); }
+  int64_t num_labels() const;
+  int64_t num_parameters() const;
+  train::EvalResult evaluate(const train::EncodedDataset& d, const data::Dataset& gold, int64_t batch_size = 64);
+  std::vector<runtime::BenchRow> bench(const runtime::BenchOptions& options);
+};
+AnyModel load_any_model(const std::filesystem::path& dir);
 
 /// The shape fields of metrics.json: parameters, layers, hidden_size (and arch for TextNets).
 nlohmann::json model_shape(const nn::BertClassifier& model);

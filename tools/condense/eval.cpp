@@ -22,26 +22,19 @@ struct EvalArgs {
 void run(const EvalArgs& a) {
   set_threads(a.threads);
   auto tokenizer = text::WordPieceTokenizer::from_directory(a.model);
-  // A BERT folder, or a BiLSTM/CNN student (config.json model_type condense-textnet).
-  const bool textnet = nn::is_textnet_config(std::filesystem::path(a.model) / "config.json");
-  nn::BertClassifier model{nullptr};
-  nn::TextNetClassifier text{nullptr};
-  if (textnet) {
-    text = nn::load_textnet(a.model);
-  } else {
-    model = nn::load_classifier(a.model);
-  }
-  const int64_t outputs = textnet ? text->config().num_labels : model->config().num_labels;
+  auto model = load_any_model(a.model);  // a BERT folder or a BiLSTM/CNN student
+  const int64_t outputs = model.num_labels();
   auto d = load_split(a.task, a.split, 0, 0);
   if (a.limit > 0 && static_cast<std::size_t>(a.limit) < d.examples.size()) d.examples.resize(static_cast<std::size_t>(a.limit));
   const auto& info = data::task_info(d.task);
   CONDENSE_CHECK(outputs == info.num_labels, "{}: model has {} outputs but task {} needs {}", a.model, outputs,
                  info.name, info.num_labels);
-  CONDENSE_CHECK(!textnet || text->config().pair == info.pair, "{}: the {} student was built for {} but task {} has {}",
-                 a.model, text->config().arch, text->config().pair ? "sentence pairs" : "single sentences", info.name,
+  CONDENSE_CHECK(!model.is_textnet() || model.text->config().pair == info.pair,
+                 "{}: the {} student was built for {} but task {} has {}", a.model, model.text->config().arch,
+                 model.text->config().pair ? "sentence pairs" : "single sentences", info.name,
                  info.pair ? "sentence pairs" : "single sentences");
   auto enc = train::encode(d, tokenizer, a.max_length);
-  auto ev = textnet ? train::evaluate(text, enc, d, a.batch_size) : train::evaluate(model, enc, d, a.batch_size);
+  auto ev = model.evaluate(enc, d, a.batch_size);
   nlohmann::json j{{"model", a.model}, {"task", info.name}, {"split", a.split}, {"file", d.source.string()},
                    {"examples", d.examples.size()}, {"metrics", ev.metrics},
                    {"examples_per_second", ev.examples_per_second}, {"commit", build_commit()}};

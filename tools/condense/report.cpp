@@ -40,20 +40,10 @@ void run(const ReportArgs& a) {
     e.name = eq == std::string::npos ? spec : spec.substr(0, eq);
     e.dir = eq == std::string::npos ? spec : spec.substr(eq + 1);
     // A BERT folder or a BiLSTM/CNN student (one recurrent/convolutional layer of `hidden` units).
-    const bool textnet = nn::is_textnet_config(std::filesystem::path(e.dir) / "config.json");
-    nn::BertClassifier model{nullptr};
-    nn::TextNetClassifier text{nullptr};
-    if (textnet) {
-      text = nn::load_textnet(e.dir);
-      e.layers = 1;
-      e.hidden = text->config().hidden_size;
-      e.params = text->num_parameters();
-    } else {
-      model = nn::load_classifier(e.dir);
-      e.layers = model->config().num_hidden_layers;
-      e.hidden = model->config().hidden_size;
-      e.params = model->num_parameters();
-    }
+    auto model = load_any_model(e.dir);
+    e.layers = model.is_textnet() ? 1 : model.bert->config().num_hidden_layers;
+    e.hidden = model.is_textnet() ? model.text->config().hidden_size : model.bert->config().hidden_size;
+    e.params = model.num_parameters();
     e.bytes = nn::checkpoint_bytes(e.dir);
     // Accuracy comes from the dev evaluation the training command stored, when it is for this
     // task; otherwise the model is evaluated now.
@@ -70,12 +60,11 @@ void run(const ReportArgs& a) {
     if (!have) {
       if (!dev) dev = load_split(a.task, "dev", 0, 0);
       auto tok = text::WordPieceTokenizer::from_directory(e.dir);
-      const auto enc = train::encode(*dev, tok, 128);
-      e.metric = (textnet ? train::evaluate(text, enc, *dev) : train::evaluate(model, enc, *dev)).metrics.at("main");
+      e.metric = model.evaluate(train::encode(*dev, tok, 128), *dev).metrics.at("main");
       e.metric_source = "evaluated now";
     }
     const auto bo = runtime::BenchOptions().with_batch_sizes({1, 32}).with_min_seconds(a.seconds);
-    auto rows = textnet ? runtime::bench(text, bo) : runtime::bench(model, bo);
+    auto rows = model.bench(bo);
     e.b1 = rows[0].p50_ms;
     e.b32 = rows[1].p50_ms;
     entries.push_back(e);

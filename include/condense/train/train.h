@@ -134,8 +134,6 @@ EvalResult evaluate(nn::BertClassifier& model, const EncodedDataset& d, const da
                     int64_t batch_size = 64);
 EvalResult evaluate(nn::TextNetClassifier& model, const EncodedDataset& d, const data::Dataset& gold,
                     int64_t batch_size = 64);
-/// GLUE metrics of logits already computed (`seconds` is the time they took).
-EvalResult score_logits(torch::Tensor logits, const EncodedDataset& d, const data::Dataset& gold, double seconds);
 
 /// Logits for every example of `d`, in dataset order, computed once in eval mode without gradients.
 torch::Tensor predict_logits(nn::BertClassifier& model, const EncodedDataset& d, int64_t batch_size = 64);
