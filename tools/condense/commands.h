@@ -10,4 +10,5 @@ void add_inspect(CLI::App& app);
 void add_bench(CLI::App& app);
 void add_export(CLI::App& app);
 void add_report(CLI::App& app);
+void add_quantize(CLI::App& app);
 }  // namespace condense::cli

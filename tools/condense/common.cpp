@@ -6,6 +6,7 @@
 
 #include "condense/core/error.h"
 #include "condense/nn/checkpoint.h"
+#include "condense/quantize/quantize.h"
 
 #ifndef CONDENSE_GIT_COMMIT
 #define CONDENSE_GIT_COMMIT "unknown"
@@ -149,6 +150,8 @@ AnyModel load_any_model(const std::filesystem::path& dir) {
   AnyModel m;
   if (nn::is_textnet_config(dir / "config.json")) {
     m.text = nn::load_textnet(dir);
+  } else if (quantize::is_quantized(dir)) {
+    m.bert = quantize::load(dir);
   } else {
     m.bert = nn::load_classifier(dir);
   }

@@ -65,8 +65,8 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
                            const train::TrainOptions& o, const train::TrainResult& tr, const train::EvalResult& ev,
                            const nlohmann::json& model_shape);
 
-/// A model folder of either kind — a BERT classifier or a BiLSTM/CNN student (config.json
-/// model_type condense-textnet) — with the operations the commands need of both.
+/// A model folder of either kind — a BERT classifier (float or quantized) or a BiLSTM/CNN student
+/// (config.json model_type condense-textnet) — with the operations the commands need of both.
 struct AnyModel {
   nn::BertClassifier bert{nullptr};
   nn::TextNetClassifier text{nullptr};

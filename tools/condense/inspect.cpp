@@ -6,6 +6,7 @@
 #include "common.h"
 #include "condense/io/safetensors.h"
 #include "condense/nn/checkpoint.h"
+#include "condense/quantize/quantize.h"
 
 namespace condense::cli {
 
@@ -28,6 +29,26 @@ void run(const InspectArgs& a) {
   const std::filesystem::path dir(a.model);
   auto cfg = nn::BertConfig::load(dir / "config.json");
   auto st = io::SafetensorsFile::open(dir / "model.safetensors");
+  // A quantized folder stores a weight as packed codes plus scales: count its logical weights
+  // (the shape in quantization_config) and put every byte of its parts on the module.
+  std::map<std::string, int64_t> logical;  // "<layer>.weight" -> weights it stands for
+  std::map<std::string, std::string> schemes;
+  if (cfg.extra.contains("quantization_config")) {
+    quantize::QuantizedModel q;
+    quantize::load(dir, &q);  // validates every part before anything is reported
+    for (const auto& [name, l] : q.layers) {
+      logical[name + ".weight"] = l.weight.numel();
+      schemes[name.rfind("bert.", 0) == 0 ? name.substr(5) : name] = l.weight.scheme.name();
+    }
+  }
+  auto is_part = [&](const std::string& n) {
+    for (const char* suffix : {"_scale", "_zero_point", "_codebook"}) {
+      const std::string s(suffix);
+      if (n.size() > s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0 &&
+          logical.count(n.substr(0, n.size() - s.size()))) return true;
+    }
+    return n.size() > 12 && n.compare(n.size() - 12, 12, ".input_range") == 0;
+  };
   struct Row { int64_t params = 0; std::size_t bytes = 0; std::set<std::string> dtypes; };
   std::map<std::string, Row> rows;
   std::vector<std::string> order;
@@ -36,10 +57,11 @@ void run(const InspectArgs& a) {
     auto m = module_of(t.name);
     if (!rows.count(m)) order.push_back(m);
     auto& r = rows[m];
-    r.params += t.numel();
+    const int64_t n = logical.count(t.name) ? logical[t.name] : is_part(t.name) ? 0 : t.numel();
+    r.params += n;
     r.bytes += t.nbytes;
-    r.dtypes.insert(std::string(io::dtype_name(t.dtype)));
-    total += t.numel();
+    if (!is_part(t.name)) r.dtypes.insert(std::string(io::dtype_name(t.dtype)));
+    total += n;
   }
   const auto file_bytes = nn::checkpoint_bytes(dir);
   if (a.json) {
@@ -49,18 +71,26 @@ void run(const InspectArgs& a) {
                      {"vocab_size", cfg.vocab_size}, {"num_labels", cfg.num_labels}};
     for (const auto& m : order) {
       j["modules"].push_back({{"module", m}, {"parameters", rows[m].params}, {"bytes", rows[m].bytes},
+                              {"bits_per_weight", 8.0 * static_cast<double>(rows[m].bytes) / std::max<int64_t>(1, rows[m].params)},
                               {"dtypes", std::vector<std::string>(rows[m].dtypes.begin(), rows[m].dtypes.end())}});
     }
+    if (!schemes.empty()) j["quantized_layers"] = schemes;
     fmt::print("{}\n", j.dump(2));
     return;
   }
   fmt::print("{}: BERT {} layers, hidden {}, {} heads, FFN {}, vocab {}, {} labels\n", a.model, cfg.num_hidden_layers,
              cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, cfg.vocab_size, cfg.num_labels);
-  fmt::print("| module | parameters | bytes | dtype |\n|---|---:|---:|---|\n");
+  fmt::print("| module | parameters | bytes | bits/weight | dtype |\n|---|---:|---:|---:|---|\n");
   for (const auto& m : order) {
-    fmt::print("| {} | {} | {} | {} |\n", m, rows[m].params, rows[m].bytes, fmt::join(rows[m].dtypes, ","));
+    fmt::print("| {} | {} | {} | {:.2f} | {} |\n", m, rows[m].params, rows[m].bytes,
+               8.0 * static_cast<double>(rows[m].bytes) / std::max<int64_t>(1, rows[m].params), fmt::join(rows[m].dtypes, ","));
   }
-  fmt::print("| total | {} | {} ({}) on disk | |\n", total, file_bytes, human_bytes(static_cast<double>(file_bytes)));
+  fmt::print("| total | {} | {} ({}) on disk | {:.2f} | |\n", total, file_bytes, human_bytes(static_cast<double>(file_bytes)),
+             8.0 * static_cast<double>(file_bytes) / std::max<int64_t>(1, total));
+  if (!schemes.empty()) {
+    fmt::print("\nquantized layers:\n");
+    for (const auto& [name, scheme] : schemes) fmt::print("  {}: {}\n", name, scheme);
+  }
 }
 }  // namespace
 

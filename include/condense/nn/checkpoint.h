@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,13 +28,23 @@ struct LoadReport {
   std::vector<std::string> unused;
 };
 
-/// Loads `dir`/config.json and `dir`/model.safetensors. `num_labels` overrides the config's
+/// Tensors a caller supplies instead of the file's (model names), e.g. the dequantized weights of
+/// a quantized file; `consumed` lists file tensors the caller has read itself (packed codes,
+/// scales), which are then neither copied nor reported as unused.
+struct WeightOverrides {
+  std::map<std::string, torch::Tensor> tensors;
+  std::set<std::string> consumed;
+};
+
+/// Loads `dir`/config.json and `dir`/model.safetensors. A quantized folder (config.json with
+/// `quantization_config`) is refused: quantize::load reads those. `num_labels` overrides the config's
 /// (a new task head); a head whose shape then differs from the file's is re-initialised.
 BertClassifier load_classifier(const std::filesystem::path& dir, std::optional<int64_t> num_labels = std::nullopt,
                                LoadReport* report = nullptr);
 
 /// Copies tensors from a safetensors file into `model` with the checks above.
-void load_weights(BertClassifier& model, const std::filesystem::path& safetensors_file, LoadReport* report = nullptr);
+void load_weights(BertClassifier& model, const std::filesystem::path& safetensors_file, LoadReport* report = nullptr,
+                  const WeightOverrides* overrides = nullptr);
 
 /// Writes model.safetensors and config.json, and copies the tokenizer files (vocab.txt,
 /// tokenizer_config.json, tokenizer.json, special_tokens_map.json) found in `tokenizer_dir`.
@@ -50,6 +61,13 @@ void save_pretrained(BertClassifier& model, const std::filesystem::path& dir,
 void save_module_folder(torch::nn::Module& module, const nlohmann::json& config, const std::filesystem::path& dir,
                         const std::filesystem::path& tokenizer_dir, const std::map<std::string, std::string>& metadata,
                         const std::map<std::string, std::string>& extra_files);
+
+/// The folder writer for named tensors: model.safetensors (in the given order), config.json,
+/// tokenizer files and `extra_files`, published atomically.
+void save_tensors_folder(const std::vector<std::pair<std::string, torch::Tensor>>& tensors, const nlohmann::json& config,
+                         const std::filesystem::path& dir, const std::filesystem::path& tokenizer_dir,
+                         const std::map<std::string, std::string>& metadata,
+                         const std::map<std::string, std::string>& extra_files);
 
 /// Copies every parameter and buffer of `module` from a safetensors file. Each must be present
 /// with its shape and finite; a tensor the module does not have is an error too (strict: these

@@ -23,6 +23,7 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <string>
 
 namespace condense::nn {
@@ -49,6 +50,18 @@ class NormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Norm);
 
+class DenseImpl;
+
+/// Replaces the arithmetic of a Dense layer, e.g. with quantized weights and activations
+/// (quantize/). The layer keeps its parameters, so a model with a kernel installed still trains
+/// (QAT), saves and loads; removing the kernel restores the float product.
+class DenseKernel {
+ public:
+  virtual ~DenseKernel() = default;
+  /// The layer's output for input x ([..., in]).
+  virtual torch::Tensor forward(DenseImpl& layer, const torch::Tensor& x) = 0;
+};
+
 /// A linear layer whose parameterisation follows the kind: plain `weight`/`bias` (every kind but
 /// the two below), weightnorm `weight_v`/`weight_g`/`bias`, cosinenorm `weight`/`scale`/`bias`.
 class DenseImpl : public torch::nn::Module {
@@ -63,10 +76,16 @@ class DenseImpl : public torch::nn::Module {
   /// Hugging Face initialisation: weights normal(0, std), biases 0 (g = row norms, scale 1).
   void reset(double std);
   bool plain() const { return mode_ == Mode::Plain; }
+  /// Installs (or with nullptr removes) the kernel forward() delegates to.
+  void set_kernel(std::shared_ptr<DenseKernel> kernel) { kernel_ = std::move(kernel); }
+  const std::shared_ptr<DenseKernel>& kernel() const { return kernel_; }
+  /// The float product, whatever kernel is installed.
+  torch::Tensor float_forward(const torch::Tensor& x);
   torch::Tensor weight, bias, weight_v, weight_g, scale;
 
  private:
   enum class Mode { Plain, WeightNorm, Cosine } mode_;
+  std::shared_ptr<DenseKernel> kernel_;
 };
 TORCH_MODULE(Dense);
 

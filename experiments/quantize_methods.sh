@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# docs/RESULTS.md, "Quantization side by side" (issue: quantization that really shrinks and
+# really runs). For each seed: the teacher and the 3-layer Hinton-KD student of the distillation
+# sweep (experiments/distill_methods.sh rows teacher and kd-3, trained here when missing), then
+# one quantized model per row below, each in OUT/<task>/seed<N>/<model>-q/<row>/ with metrics.json
+# (dev metrics of the file as loaded back, bytes, per-layer errors), kept in the repository as
+# experiments/results/quantize/<task>/seed<N>/<model>/<row>.json; rows kept there are skipped.
+# Usage: bash experiments/quantize_methods.sh OUT_DIR TASK [ROWS...]
+# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_QMODELS
+#      (default "teacher kd-3").
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../scripts/setup.sh"
+cd "$ROOT"
+OUT="${1:?usage: quantize_methods.sh OUT_DIR TASK [ROWS...]}"
+TASK="${2:?usage: quantize_methods.sh OUT_DIR TASK [ROWS...]}"
+shift 2
+CLI="$BUILD/condense"
+SEEDS="${CONDENSE_SEEDS:-1 2 3}"
+THREADS="${CONDENSE_THREADS:-1}"
+MODELS="${CONDENSE_QMODELS:-teacher kd-3}"
+case "$TASK" in
+  mrpc) DATA=data/glue/MRPC; LIMIT=0 ;;
+  sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}" ;;
+  *) echo "quantize_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
+esac
+ALL_ROWS="fp16 bf16 int8-dynamic int8-static-minmax int8-static-ema int8-static-percentile int8-static-mse
+  int8-static-entropy int8-static-tensor int8-qat int4-group int4-group-qat int2-mixed-qat binary-qat
+  log4 kmeans16 kmeans256"
+ROWS="${*:-$ALL_ROWS}"
+
+# The float models: the distillation sweep's own runs (same command, same folders).
+CONDENSE_SEEDS="$SEEDS" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
+KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/quantize"
+
+for seed in $SEEDS; do
+  d="$OUT/$TASK/seed$seed"
+  for model in $MODELS; do
+    src="$d/$model"
+    for row in $ROWS; do
+      out="$d/$model-q/$row"
+      kept="$KEEP/$TASK/seed$seed/$model/$row.json"
+      [ -f "$kept" ] && continue
+      echo "== $out" >&2
+      q=(quantize --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
+         --threads "$THREADS" --quiet)
+      # Integer rows store the embedding tables as int8 rows too, so the file shrinks as a whole.
+      emb=(--embeddings int8)
+      # QAT (Q8BERT, Q-BERT): one epoch at lr 2e-5 from the fine-tuned model, guided by the teacher.
+      qat=(--qat --epochs 1 --lr 2e-5 --teacher "$d/teacher")
+      case "$row" in
+        fp16)       "$CLI" "${q[@]}" --method fp16 --embeddings fp16 ;;
+        bf16)       "$CLI" "${q[@]}" --method bf16 --embeddings bf16 ;;
+        int8-dynamic) "$CLI" "${q[@]}" "${emb[@]}" --activations dynamic ;;
+        int8-static-*) obs="${row#int8-static-}"
+                    if [ "$obs" = tensor ]; then
+                      "$CLI" "${q[@]}" "${emb[@]}" --activations static --observer minmax --granularity tensor
+                    else
+                      "$CLI" "${q[@]}" "${emb[@]}" --activations static --observer "$obs"
+                    fi ;;
+        int8-qat)   "$CLI" "${q[@]}" "${emb[@]}" --activations static "${qat[@]}" ;;
+        int4-group) "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --asymmetric --granularity group --group-size 128 ;;
+        int4-group-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --asymmetric --granularity group --group-size 128 "${qat[@]}" ;;
+        # Q-BERT's 2-bit: group-wise, with the most Hessian-sensitive layers at 4 bits within an
+        # average of 2.1 bits per encoder weight (before scales), then QAT.
+        int2-mixed-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 2 --asymmetric --granularity group --group-size 128 \
+                      --mixed-precision 2,4 --budget 2.1 "${qat[@]}" ;;
+        binary-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 1 --granularity channel "${qat[@]}" ;;
+        log4)       "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --method log --granularity channel ;;
+        kmeans16)   "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --method kmeans --granularity channel ;;
+        kmeans256)  "$CLI" "${q[@]}" "${emb[@]}" --bits 8 --method kmeans --granularity tensor ;;
+        *) echo "quantize_methods.sh: unknown row '$row'" >&2; exit 2 ;;
+      esac
+      mkdir -p "$(dirname "$kept")"
+      cp "$out/metrics.json" "$kept"
+    done
+  done
+done
