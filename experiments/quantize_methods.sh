@@ -44,31 +44,23 @@ for seed in $SEEDS; do
       echo "== $out" >&2
       q=(quantize --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
          --threads "$THREADS" --quiet)
-      # Integer rows store the embedding tables as int8 rows too, so the file shrinks as a whole.
-      emb=(--embeddings int8)
-      # QAT (Q8BERT, Q-BERT): one epoch at lr 2e-5 from the fine-tuned model, guided by the teacher.
-      qat=(--qat --epochs 1 --lr 2e-5 --teacher "$d/teacher")
+      # Every row is a recipe (recipes/), QAT rows guided by the seed's teacher (Hinton KD).
+      R=recipes/quantize
+      t=(--teacher "$d/teacher")
       case "$row" in
-        fp16)       "$CLI" "${q[@]}" --method fp16 --embeddings fp16 ;;
-        bf16)       "$CLI" "${q[@]}" --method bf16 --embeddings bf16 ;;
-        int8-dynamic) "$CLI" "${q[@]}" "${emb[@]}" --activations dynamic ;;
-        int8-static-*) obs="${row#int8-static-}"
-                    if [ "$obs" = tensor ]; then
-                      "$CLI" "${q[@]}" "${emb[@]}" --activations static --observer minmax --granularity tensor
-                    else
-                      "$CLI" "${q[@]}" "${emb[@]}" --activations static --observer "$obs"
-                    fi ;;
-        int8-qat)   "$CLI" "${q[@]}" "${emb[@]}" --activations static "${qat[@]}" ;;
-        int4-group) "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --asymmetric --granularity group --group-size 128 ;;
-        int4-group-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --asymmetric --granularity group --group-size 128 "${qat[@]}" ;;
-        # Q-BERT's 2-bit: group-wise, with the most Hessian-sensitive layers at 4 bits within an
-        # average of 2.1 bits per encoder weight (before scales), then QAT.
-        int2-mixed-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 2 --asymmetric --granularity group --group-size 128 \
-                      --mixed-precision 2,4 --budget 2.1 "${qat[@]}" ;;
-        binary-qat) "$CLI" "${q[@]}" "${emb[@]}" --bits 1 --granularity channel "${qat[@]}" ;;
-        log4)       "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --method log --granularity channel ;;
-        kmeans16)   "$CLI" "${q[@]}" "${emb[@]}" --bits 4 --method kmeans --granularity channel ;;
-        kmeans256)  "$CLI" "${q[@]}" "${emb[@]}" --bits 8 --method kmeans --granularity tensor ;;
+        fp16)       "$CLI" "${q[@]}" --recipe $R/fp16.yaml ;;
+        bf16)       "$CLI" "${q[@]}" --recipe $R/bf16.yaml ;;
+        int8-dynamic) "$CLI" "${q[@]}" --recipe $R/int8-dynamic.yaml ;;
+        int8-static-tensor) "$CLI" "${q[@]}" --recipe $R/int8-static.yaml --granularity tensor ;;
+        int8-static-*) "$CLI" "${q[@]}" --recipe $R/int8-static.yaml --observer "${row#int8-static-}" ;;
+        int8-qat)   "$CLI" "${q[@]}" --recipe $R/q8bert.yaml "${t[@]}" ;;
+        int4-group) "$CLI" "${q[@]}" --recipe $R/int4-group.yaml ;;
+        int4-group-qat) "$CLI" "${q[@]}" --recipe $R/int4-group.yaml --qat "${t[@]}" ;;
+        int2-mixed-qat) "$CLI" "${q[@]}" --recipe $R/qbert-2bit-mixed.yaml "${t[@]}" ;;
+        binary-qat) "$CLI" "${q[@]}" --recipe $R/binary-qat.yaml "${t[@]}" ;;
+        log4)       "$CLI" "${q[@]}" --recipe $R/log4.yaml ;;
+        kmeans16)   "$CLI" "${q[@]}" --recipe $R/kmeans.yaml ;;
+        kmeans256)  "$CLI" "${q[@]}" --recipe $R/kmeans.yaml --bits 8 --granularity tensor ;;
         *) echo "quantize_methods.sh: unknown row '$row'" >&2; exit 2 ;;
       esac
       mkdir -p "$(dirname "$kept")"

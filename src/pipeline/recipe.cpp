@@ -120,16 +120,107 @@ void read_train(const Reader& r, const YAML::Node& t, const std::string& sec, tr
   }
 }
 
-}  // namespace
-
-Recipe load_recipe(const std::filesystem::path& path) {
-  CONDENSE_CHECK(std::filesystem::exists(path), "{}: recipe file not found", path.string());
-  YAML::Node root;
+quantize::Scheme read_scheme(const Reader& r, const YAML::Node& n, const std::string& sec) {
+  r.only_keys(n, sec, {"bits", "method", "symmetric", "granularity", "group_size"});
+  quantize::Scheme s;
+  std::string method = quantize::to_string(s.method), gran = quantize::to_string(s.granularity);
+  r.get(n, sec, "bits", s.bits);
+  r.get(n, sec, "method", method);
+  r.get(n, sec, "symmetric", s.symmetric);
+  r.get(n, sec, "granularity", gran);
+  r.get(n, sec, "group_size", s.group_size);
   try {
-    root = YAML::LoadFile(path.string());
+    s.method = quantize::parse_method(method);
+    s.granularity = quantize::parse_granularity(gran);
+    if (s.is_float() && !n["bits"]) s.bits = 16;
+    s.validate(sec);
+  } catch (const Error& e) {
+    fail("{}: {}", r.file, e.what());
+  }
+  return s;
+}
+
+YAML::Node load_yaml(const std::filesystem::path& path) {
+  CONDENSE_CHECK(std::filesystem::exists(path), "{}: recipe file not found", path.string());
+  try {
+    return YAML::LoadFile(path.string());
   } catch (const YAML::Exception& e) {
     fail("{}: not valid YAML ({})", path.string(), e.what());
   }
+}
+
+}  // namespace
+
+QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path) {
+  auto root = load_yaml(path);
+  Reader r{path.string()};
+  QuantizeRecipe out;
+  if (!root || root.IsNull()) return out;
+  r.only_keys(root, "", {"name", "description", "weights", "embeddings", "activations", "keep_float",
+                         "mixed_precision", "qat"});
+  auto& o = out.options;
+  if (auto w = root["weights"]) o.weights = read_scheme(r, w, "weights");
+  if (auto e = root["embeddings"]) {
+    if (e.IsScalar() && e.as<std::string>() == "none") {
+      o.embeddings.reset();
+    } else {
+      o.embeddings = read_scheme(r, e, "embeddings");
+    }
+  }
+  if (auto a = root["activations"]) {
+    r.only_keys(a, "activations", {"mode", "symmetric", "observer", "percentile", "calib_batches", "int8_kernels"});
+    std::string mode = quantize::to_string(o.activations), obs = quantize::to_string(o.observer);
+    r.get(a, "activations", "mode", mode);
+    r.get(a, "activations", "observer", obs);
+    r.get(a, "activations", "symmetric", o.act_symmetric);
+    r.get(a, "activations", "percentile", o.percentile);
+    r.get(a, "activations", "calib_batches", o.calib_batches);
+    r.get(a, "activations", "int8_kernels", o.int8_kernels);
+    try {
+      o.activations = quantize::parse_activations(mode);
+      o.observer = quantize::parse_observer(obs);
+    } catch (const Error& e) {
+      fail("{}: field 'activations': {}", path.string(), e.what());
+    }
+  }
+  r.get(root, "", "keep_float", o.keep_float);
+  if (auto m = root["mixed_precision"]) {
+    r.only_keys(m, "mixed_precision", {"low", "high", "budget"});
+    QuantizeRecipe::Mixed mp;
+    r.get(m, "mixed_precision", "low", mp.low);
+    r.get(m, "mixed_precision", "high", mp.high);
+    r.get(m, "mixed_precision", "budget", mp.budget);
+    CONDENSE_CHECK(mp.low < mp.high && mp.budget >= mp.low && mp.budget <= mp.high,
+                   "{}: field 'mixed_precision': needs low < high and low <= budget <= high, found {}, {}, {}",
+                   path.string(), mp.low, mp.high, mp.budget);
+    out.mixed_precision = mp;
+  }
+  if (auto q = root["qat"]) {
+    r.only_keys(q, "qat", {"epochs", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm",
+                           "seed", "alpha", "temperature"});
+    QuantizeRecipe::Qat qat;
+    qat.train.epochs = 1;
+    qat.train.learning_rate = 2e-5;
+    r.get(q, "qat", "alpha", qat.alpha);
+    r.get(q, "qat", "temperature", qat.temperature);
+    YAML::Node t;
+    for (const auto& kv : q) {
+      const auto key = kv.first.as<std::string>();
+      if (key != "alpha" && key != "temperature") t[key] = kv.second;
+    }
+    if (t.size() > 0) read_train(r, t, "qat", qat.train, nullptr, nullptr);
+    out.qat = qat;
+  }
+  try {
+    o.validate();
+  } catch (const Error& e) {
+    fail("{}: {}", path.string(), e.what());
+  }
+  return out;
+}
+
+Recipe load_recipe(const std::filesystem::path& path) {
+  auto root = load_yaml(path);
   Reader r{path.string()};
   Recipe out;
   if (!root || root.IsNull()) return out;

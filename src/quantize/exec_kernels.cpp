@@ -34,11 +34,13 @@ class Int8Kernel : public nn::DenseKernel {
     auto [scale, zp] = r.params();
     // Symmetric int8 in [-128, 127] is uint8 with zero point 128: the same levels.
     if (r.symmetric) zp = 128;
-    auto xq = torch::quantize_per_tensor(x2, scale, zp, torch::kQUInt8);
     const int64_t m = x2.size(0);
+    auto xq = torch::empty({m, k}, torch::kUInt8);
+    // The same float inverse scale as fake_quantize_per_tensor_affine, so the codes are identical.
+    const float inv_scale = 1.0f / static_cast<float>(scale);
+    kernels::quantize_u8(x2.data_ptr<float>(), m * k, inv_scale, static_cast<int32_t>(zp), xq.data_ptr<uint8_t>());
     auto y = torch::empty({m, gemm_->n()}, x2.options());
-    gemm_->run(reinterpret_cast<const uint8_t*>(xq.data_ptr<c10::quint8>()), m, static_cast<float>(scale),
-               static_cast<int32_t>(zp), y.data_ptr<float>());
+    gemm_->run(xq.data_ptr<uint8_t>(), m, static_cast<float>(scale), static_cast<int32_t>(zp), y.data_ptr<float>());
     auto sizes = x.sizes().vec();
     sizes.back() = gemm_->n();
     return y.reshape(sizes);

@@ -801,4 +801,74 @@ INSTANTIATE_TEST_SUITE_P(Recipes, CliRecipe, ::testing::ValuesIn(recipe_files())
                            return n;
                          });
 
+// Every quantization recipe under recipes/quantize/ runs from one command on the tiny model (QAT
+// recipes train 2 steps guided by the model itself) and writes a smaller file that eval, bench and
+// inspect read back.
+std::vector<std::string> quantize_recipe_files() {
+  std::vector<std::string> names;
+  const auto dir = ct::source_dir() / "recipes" / "quantize";
+  if (fs::exists(dir)) {
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() == ".yaml") names.push_back(e.path().stem().string());
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class CliQuantizeRecipe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliQuantizeRecipe, RunsFromOneCommand) {
+  const std::string name = GetParam();
+  auto f = make_fixture("qrecipe_" + name);
+  if (f.work.empty()) GTEST_SKIP() << "CONDENSE_CLI, CONDENSE_TEACHER_DIR or SST-2 data missing";
+  const auto out = f.work / "q";
+  const auto recipe = ct::source_dir() / "recipes" / "quantize" / (name + ".yaml");
+  auto r = run(f.work, {"quantize", "--model", f.model.string(), "--data", f.data.string(), "--recipe",
+                        recipe.string(), "--out", out.string(), "--teacher", f.model.string(), "--quiet",
+                        "--train-limit", "32", "--batch-size", "16", "--max-length", "32", "--calib-batches", "2",
+                        "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(out);
+  EXPECT_EQ(j["recipe"], recipe.string());
+  EXPECT_LT(j["file_bytes"].get<int64_t>(), j["source_file_bytes"].get<int64_t>());
+  EXPECT_GT(j["encoder_compression"].get<double>(), 1.9);
+  EXPECT_EQ(j["layer_errors"].size(), 12u);  // 2 layers × 6 dense layers
+  EXPECT_TRUE(j["dev"].contains("accuracy"));
+  const std::vector<std::vector<std::string>> readers{
+      {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
+      {"inspect", "--model", out.string()},
+      {"bench", "--model", out.string(), "--batch", "2", "--seq", "16", "--seconds", "0.05", "--threads", "1"}};
+  for (const auto& args : readers) {
+    auto e = run(f.work, args);
+    EXPECT_EQ(e.exit_code, 0) << args[0] << ": " << show(e);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Recipes, CliQuantizeRecipe, ::testing::ValuesIn(quantize_recipe_files()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// A quantized file whose parts disagree with its config fails with one line naming the tensor;
+// a float loader (distill --teacher) refuses a quantized folder with one line too.
+TEST(Cli, CorruptQuantizedModel) {
+  FIXTURE(f);
+  const auto out = f.work / "q4";
+  auto r = run(f.work, {"quantize", "--model", f.model.string(), "--data", f.data.string(), "--bits", "4",
+                        "--granularity", "group", "--group-size", "32", "--out", out.string(), "--train-limit", "16",
+                        "--threads", "1", "--quiet"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto cfg = json::parse(slurp(out / "config.json"));
+  cfg["quantization_config"]["layers"]["bert.encoder.layer.1.output.dense"]["shape"] = {8, 8};
+  spit(out / "config.json", cfg.dump());
+  expect_one_line_error(f, {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
+                        f.work / "none", {"bert.encoder.layer.1.output.dense.weight"});
+  expect_one_line_error(f, {"distill", "--teacher", out.string(), "--data", f.data.string(), "--out",
+                            (f.work / "s").string(), "--quiet"},
+                        f.work / "s", {"quantization_config"});
+}
+
 }  // namespace

@@ -84,3 +84,24 @@ TEST(KernelsInt8Gemm, MatchesReferenceAtSeveralShapes) {
     EXPECT_FALSE(g.implementation().empty());
   }
 }
+
+TEST(KernelsQuantizeU8, MatchesReferenceAndRoundsHalfToEven) {
+  // 0.5 and 2.5 round to even (0, 2), 1.5 to 2; clamped at both ends.
+  const float x[] = {0.5f, 1.5f, 2.5f, -100.0f, 1000.0f, 3.2f};
+  uint8_t q[6];
+  k::quantize_u8_ref(x, 6, 1.0f, 10, q);
+  EXPECT_EQ(q[0], 10);
+  EXPECT_EQ(q[1], 12);
+  EXPECT_EQ(q[2], 12);
+  EXPECT_EQ(q[3], 0);
+  EXPECT_EQ(q[4], 255);
+  EXPECT_EQ(q[5], 13);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 3);
+  std::vector<float> v(1000 + 7);
+  for (auto& f : v) f = nd(rng);
+  std::vector<uint8_t> a(v.size()), b(v.size());
+  k::quantize_u8_ref(v.data(), static_cast<int64_t>(v.size()), 1 / 0.05f, 128, a.data());
+  k::quantize_u8(v.data(), static_cast<int64_t>(v.size()), 1 / 0.05f, 128, b.data());
+  EXPECT_EQ(a, b) << k::quantize_isa();
+}

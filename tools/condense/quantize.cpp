@@ -7,13 +7,14 @@
 #include "condense/core/file.h"
 #include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
+#include "condense/pipeline/recipe.h"
 #include "condense/quantize/quantize.h"
 
 namespace condense::cli {
 
 namespace {
 struct QuantizeArgs {
-  std::string model, out, teacher;
+  std::string model, out, teacher, recipe;
   TaskFlags task;
   TrainFlags train;
   int threads = 0;
@@ -29,17 +30,6 @@ struct QuantizeArgs {
   double alpha = 0.5, temperature = 2.0;
 };
 
-quantize::Scheme weight_scheme(const QuantizeArgs& a) {
-  auto m = quantize::parse_method(a.method);
-  const bool is_float = m == quantize::Method::Float16 || m == quantize::Method::BFloat16;
-  return quantize::Scheme()
-      .with_bits(is_float ? 16 : a.bits)
-      .with_method(m)
-      .with_symmetric(!a.asymmetric)
-      .with_granularity(quantize::parse_granularity(a.granularity))
-      .with_group_size(a.group_size);
-}
-
 std::optional<quantize::Scheme> embedding_scheme(const std::string& e) {
   if (e == "none") return std::nullopt;
   if (e == "fp16") return quantize::Scheme().with_bits(16).with_method(quantize::Method::Float16);
@@ -47,6 +37,45 @@ std::optional<quantize::Scheme> embedding_scheme(const std::string& e) {
   if (e == "int8") return quantize::Scheme();
   if (e == "int4") return quantize::Scheme().with_bits(4).with_granularity(quantize::Granularity::Group).with_group_size(32);
   fail("--embeddings must be none, fp16, bf16, int8 or int4, found '{}'", e);
+}
+
+// The recipe (or the defaults) with every flag the user gave on top.
+pipeline::QuantizeRecipe resolve(const QuantizeArgs& a, const CLI::App& sub) {
+  auto given = [&](const char* flag) { return sub.get_option(flag)->count() > 0; };
+  auto r = a.recipe.empty() ? pipeline::QuantizeRecipe{} : pipeline::load_quantize_recipe(a.recipe);
+  auto& o = r.options;
+  auto& w = o.weights;
+  if (given("--method")) {
+    w.method = quantize::parse_method(a.method);
+    if (w.is_float()) w.bits = 16;
+  }
+  if (given("--bits")) w.bits = a.bits;
+  if (given("--asymmetric")) w.symmetric = false;
+  if (given("--granularity")) w.granularity = quantize::parse_granularity(a.granularity);
+  if (given("--group-size")) w.group_size = a.group_size;
+  if (given("--embeddings")) o.embeddings = embedding_scheme(a.embeddings);
+  if (given("--activations")) o.activations = quantize::parse_activations(a.activations);
+  if (given("--act-symmetric")) o.act_symmetric = true;
+  if (given("--observer")) o.observer = quantize::parse_observer(a.observer);
+  if (given("--percentile")) o.percentile = a.percentile;
+  if (given("--calib-batches")) o.calib_batches = a.calib_batches;
+  if (given("--keep-float")) o.keep_float = a.keep_float;
+  if (given("--no-int8-kernels")) o.int8_kernels = false;
+  if (given("--mixed-precision")) {
+    CONDENSE_CHECK(a.mixed.size() == 2 && a.budget > 0, "--mixed-precision needs LOW,HIGH and --budget BITS");
+    r.mixed_precision = pipeline::QuantizeRecipe::Mixed{a.mixed[0], a.mixed[1], a.budget};
+  }
+  if (given("--qat") && !r.qat) {
+    r.qat = pipeline::QuantizeRecipe::Qat{};
+    r.qat->train.epochs = 1;
+    r.qat->train.learning_rate = 2e-5;
+  }
+  if (r.qat) {
+    if (given("--alpha")) r.qat->alpha = a.alpha;
+    if (given("--temperature")) r.qat->temperature = a.temperature;
+  }
+  o.validate();
+  return r;
 }
 
 // Bytes of the encoder's Dense weights (codes and their parameters) against fp32.
@@ -60,13 +89,15 @@ std::pair<int64_t, int64_t> encoder_bytes(const quantize::QuantizedModel& q) {
   return {packed, fp32};
 }
 
-void run(const QuantizeArgs& a) {
+void run(const QuantizeArgs& a, const CLI::App& sub) {
   set_threads(a.threads);
   const std::filesystem::path src(a.model), out(a.out);
   CONDENSE_CHECK(!a.out.empty(), "--out is required");
   auto tokenizer = text::WordPieceTokenizer::from_directory(src);
   auto model = nn::load_classifier(src);
-  train::TrainOptions topts;
+  auto recipe = resolve(a, sub);
+  auto& o = recipe.options;
+  train::TrainOptions topts = recipe.qat ? recipe.qat->train : train::TrainOptions();
   int max_len = 128;
   int64_t limit = 0;
   a.train.apply(topts, max_len, limit);
@@ -75,28 +106,18 @@ void run(const QuantizeArgs& a) {
   auto enc_train = train::encode(train_set, tokenizer, max_len);
   auto enc_dev = train::encode(dev, tokenizer, max_len);
 
-  quantize::QuantizeOptions o;
-  o.with_weights(weight_scheme(a))
-      .with_embeddings(embedding_scheme(a.embeddings))
-      .with_activations(quantize::parse_activations(a.activations))
-      .with_act_symmetric(a.act_symmetric)
-      .with_observer(quantize::parse_observer(a.observer))
-      .with_percentile(a.percentile)
-      .with_calib_batches(a.calib_batches)
-      .with_keep_float(a.keep_float)
-      .with_int8_kernels(!a.no_int8_kernels);
-  nlohmann::json extra;
-  if (!a.mixed.empty()) {
-    CONDENSE_CHECK(a.mixed.size() == 2 && a.budget > 0, "--mixed-precision needs LOW,HIGH and --budget BITS");
+  nlohmann::json extra = nlohmann::json::object();
+  if (recipe.mixed_precision) {
+    const auto& mp = *recipe.mixed_precision;
     auto sens = quantize::hessian_sensitivity(model, enc_train, 4, 8, topts.seed);
-    o.with_layer_bits(quantize::assign_bits(sens, model, a.mixed[0], a.mixed[1], a.budget));
+    o.with_layer_bits(quantize::assign_bits(sens, model, mp.low, mp.high, mp.budget));
     extra["hessian_trace_per_weight"] = sens;
     extra["layer_bits"] = o.layer_bits;
   }
   o.validate();
   auto float_model = nn::load_classifier(src);  // the reference for the layer diagnostics
 
-  if (a.qat) {
+  if (recipe.qat) {
     // QAT (Q8BERT): fine-tune with fake-quant weights and activations; with --teacher, the loss is
     // Hinton KD from the teacher's cached logits mixed with the labels (alpha, temperature).
     quantize::prepare_qat(model, o);
@@ -105,8 +126,8 @@ void run(const QuantizeArgs& a) {
     if (!a.teacher.empty()) {
       auto teacher = nn::load_classifier(a.teacher);
       distill::DistillOptions d;
-      d.alpha = a.alpha;
-      d.temperature = a.temperature;
+      d.alpha = recipe.qat->alpha;
+      d.temperature = recipe.qat->temperature;
       d.train = topts;
       distill::distill(model, teacher, enc_train, d);
       extra["qat_teacher"] = a.teacher;
@@ -114,7 +135,7 @@ void run(const QuantizeArgs& a) {
       train::finetune(model, enc_train, topts);
     }
     extra["qat"] = {{"epochs", topts.epochs}, {"learning_rate", topts.learning_rate}, {"seed", topts.seed},
-                    {"alpha", a.teacher.empty() ? 0.0 : a.alpha}, {"temperature", a.temperature}};
+                    {"alpha", a.teacher.empty() ? 0.0 : recipe.qat->alpha}, {"temperature", recipe.qat->temperature}};
   }
   auto q = quantize::apply(model, o, &enc_train);
 
@@ -163,6 +184,7 @@ void add_quantize(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
   auto* sub = app.add_subcommand("quantize", "Quantize a fine-tuned model (PTQ, QAT, mixed precision)");
   sub->add_option("--model", a->model, "Fine-tuned float model folder")->required();
+  sub->add_option("--recipe", a->recipe, "YAML recipe (recipes/q8bert.yaml, ...); flags override it");
   sub->add_option("--out", a->out, "Output folder")->required();
   a->task.add_to(*sub);
   sub->add_option("--bits", a->bits, "Weight bits: 8, 4, 2 or 1 (default 8)");
@@ -187,7 +209,7 @@ void add_quantize(CLI::App& app) {
   sub->add_option("--diagnose-batches", a->diagnose_batches, "Dev batches for the per-layer error report (default 4)");
   a->train.add_to(*sub);
   add_threads_flag(*sub, a->threads);
-  sub->callback([a] { run(*a); });
+  sub->callback([a, sub] { run(*a, *sub); });
 }
 
 }  // namespace condense::cli

@@ -46,3 +46,16 @@ class Int8Gemm {
 };
 
 }  // namespace condense::kernels
+
+namespace condense::kernels {
+
+/// Activation quantization: q[i] = clamp(round_half_even(x[i] · inv_scale) + zp, 0, 255), the
+/// rounding of LibTorch's fake_quantize_per_tensor_affine, so the integer path reproduces the
+/// fake-quant model. An AVX-512 version is chosen once from CPUID (CONDENSE_FORCE_ISA=generic
+/// forces the scalar one); quantize_u8_ref is its scalar twin.
+void quantize_u8(const float* x, int64_t n, float inv_scale, int32_t zp, uint8_t* q);
+void quantize_u8_ref(const float* x, int64_t n, float inv_scale, int32_t zp, uint8_t* q);
+/// The ISA quantize_u8 runs with: "avx512" or "generic".
+const char* quantize_isa();
+
+}  // namespace condense::kernels

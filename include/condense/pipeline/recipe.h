@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "condense/distill/distill.h"
+#include "condense/quantize/quantize.h"
 
 namespace condense::pipeline {
 
@@ -56,5 +57,24 @@ struct Recipe {
 
 /// Reads a recipe; errors name the file and the key.
 Recipe load_recipe(const std::filesystem::path& path);
+
+/// A quantization recipe (`condense quantize --recipe`):
+///
+/// ```yaml
+/// weights: {bits: 4, method: uniform, symmetric: false, granularity: group, group_size: 128}
+/// embeddings: {bits: 8, method: uniform, symmetric: true, granularity: channel}   # or "none"
+/// activations: {mode: static, symmetric: false, observer: minmax, percentile: 99.99, calib_batches: 16}
+/// keep_float: [bert.encoder.layer.5.output.dense]
+/// mixed_precision: {low: 2, high: 4, budget: 2.1}      # Hessian-guided bit widths (Q-BERT)
+/// qat: {epochs: 1, learning_rate: 2.0e-5, alpha: 0.5, temperature: 2.0}   # with --teacher: KD
+/// ```
+struct QuantizeRecipe {
+  quantize::QuantizeOptions options;
+  struct Mixed { int low = 2, high = 4; double budget = 0; };
+  std::optional<Mixed> mixed_precision;
+  struct Qat { train::TrainOptions train; double alpha = 0.5, temperature = 2.0; };
+  std::optional<Qat> qat;
+};
+QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path);
 
 }  // namespace condense::pipeline
