@@ -827,12 +827,13 @@ TEST_P(CliQuantizeRecipe, RunsFromOneCommand) {
   auto r = run(f.work, {"quantize", "--model", f.model.string(), "--data", f.data.string(), "--recipe",
                         recipe.string(), "--out", out.string(), "--teacher", f.model.string(), "--quiet",
                         "--train-limit", "32", "--batch-size", "16", "--max-length", "32", "--calib-batches", "2",
-                        "--threads", "1"});
+                        "--group-size", "16", "--threads", "1"});  // the tiny model's rows hold 32 weights
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto j = metrics_of(out);
   EXPECT_EQ(j["recipe"], recipe.string());
   EXPECT_LT(j["file_bytes"].get<int64_t>(), j["source_file_bytes"].get<int64_t>());
-  EXPECT_GT(j["encoder_compression"].get<double>(), 1.9);
+  // At least 1.5x even here, where a k-means codebook of 16 floats serves a row of only 32 weights.
+  EXPECT_GT(j["encoder_compression"].get<double>(), 1.5);
   EXPECT_EQ(j["layer_errors"].size(), 12u);  // 2 layers × 6 dense layers
   EXPECT_TRUE(j["dev"].contains("accuracy"));
   const std::vector<std::vector<std::string>> readers{
@@ -867,8 +868,8 @@ TEST(Cli, CorruptQuantizedModel) {
   expect_one_line_error(f, {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
                         f.work / "none", {"bert.encoder.layer.1.output.dense.weight"});
   expect_one_line_error(f, {"distill", "--teacher", out.string(), "--data", f.data.string(), "--out",
-                            (f.work / "s").string(), "--quiet"},
-                        f.work / "s", {"quantization_config"});
+                            (f.work / "from_quantized").string(), "--quiet"},
+                        f.work / "from_quantized", {"quantization_config"});
 }
 
 }  // namespace

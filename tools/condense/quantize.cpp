@@ -1,5 +1,6 @@
 // condense quantize: PTQ (static, dynamic, weight-only), QAT (optionally guided by a teacher),
 // Hessian mixed precision; writes the packed model and its dev metrics.
+#include <algorithm>
 #include <memory>
 
 #include "commands.h"
@@ -141,11 +142,14 @@ void run(const QuantizeArgs& a, const CLI::App& sub) {
 
   // Diagnostics: which layer's output moved most from the float model's.
   nlohmann::json diag = nlohmann::json::array();
-  for (const auto& e : quantize::layer_errors(float_model, model, enc_dev, a.diagnose_batches)) {
+  auto errors = quantize::layer_errors(float_model, model, enc_dev, a.diagnose_batches);
+  for (const auto& e : errors) {
     diag.push_back({{"layer", e.layer}, {"relative_error", e.relative_error}, {"cosine", e.cosine}});
   }
+  std::sort(errors.begin(), errors.end(), [](const auto& x, const auto& y) { return x.relative_error > y.relative_error; });
   const auto [enc_packed, enc_fp32] = encoder_bytes(q);
   nlohmann::json m{{"command", "quantize"},
+                   {"recipe", a.recipe},
                    {"commit", build_commit()},
                    {"source_model", a.model},
                    {"task", data::task_info(dev.task).name},
@@ -175,6 +179,10 @@ void run(const QuantizeArgs& a, const CLI::App& sub) {
              m["encoder_compression"].get<double>());
   for (const auto& [k, v] : ev.metrics) {
     if (k != "main") fmt::print("{} dev {}: {:.4f}\n", data::task_info(dev.task).name, k, v);
+  }
+  fmt::print("largest output errors against the float model (metrics.json has every layer):\n");
+  for (std::size_t i = 0; i < std::min<std::size_t>(3, errors.size()); ++i) {
+    fmt::print("  {}: {:.2f} % (cosine {:.4f})\n", errors[i].layer, 100 * errors[i].relative_error, errors[i].cosine);
   }
   drop_state(a.train, topts.state_dir);
 }

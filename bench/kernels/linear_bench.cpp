@@ -1,0 +1,69 @@
+// Linear layers at BERT-base-384 shapes: fp32 (LibTorch/MKL), bf16 (LibTorch/oneDNN) and int8
+// (kernels::Int8Gemm on oneDNN, activation quantization included), so the choice of int8 backend
+// and the bf16 path rest on a measurement. Build: cmake --build build --target linear_bench;
+// run: build/linear_bench --benchmark_counters_tabular=true. Counter GOPS = 2·M·N·K / time.
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include "condense/kernels/int8_gemm.h"
+
+namespace {
+
+void shape_args(benchmark::internal::Benchmark* b) {
+  for (int64_t m : {128, 4096}) {
+    for (auto [k, n] : {std::pair<int64_t, int64_t>{384, 384}, {384, 1536}, {1536, 384}}) b->Args({m, k, n});
+  }
+  b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+void set_counters(benchmark::State& s, int64_t m, int64_t k, int64_t n) {
+  s.counters["GOPS"] = benchmark::Counter(2.0 * m * n * k * static_cast<double>(s.iterations()) / 1e9,
+                                          benchmark::Counter::kIsRate);
+}
+
+void BM_Fp32(benchmark::State& s) {
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  torch::NoGradGuard g;
+  auto x = torch::randn({m, k}), w = torch::randn({n, k}) * 0.05, b = torch::randn({n});
+  for (auto _ : s) benchmark::DoNotOptimize(torch::nn::functional::linear(x, w, b));
+  set_counters(s, m, k, n);
+}
+
+void BM_Bf16(benchmark::State& s) {  // input conversion included, as the bf16 kernel does it per call
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  torch::NoGradGuard g;
+  auto x = torch::randn({m, k});
+  auto w = (torch::randn({n, k}) * 0.05).to(torch::kBFloat16), b = torch::randn({n}).to(torch::kBFloat16);
+  for (auto _ : s) benchmark::DoNotOptimize(torch::nn::functional::linear(x.to(torch::kBFloat16), w, b).to(torch::kFloat32));
+  set_counters(s, m, k, n);
+}
+
+void BM_Int8(benchmark::State& s) {  // min/max, quantization to uint8 and the GEMM, as the int8 kernel runs
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  torch::NoGradGuard g;
+  auto x = torch::randn({m, k});
+  auto w = torch::randint(-127, 128, {n, k}, torch::kInt8);
+  auto sw = torch::full({n}, 0.01f), b = torch::randn({n});
+  condense::kernels::Int8Gemm gemm(w.data_ptr<int8_t>(), n, k, sw.data_ptr<float>(), b.data_ptr<float>());
+  auto xq = torch::empty({m, k}, torch::kUInt8);
+  auto y = torch::empty({m, n});
+  for (auto _ : s) {
+    auto mm = torch::aminmax(x);
+    const float lo = std::min(0.0f, std::get<0>(mm).item<float>()), hi = std::max(0.0f, std::get<1>(mm).item<float>());
+    const float scale = (hi - lo) / 255.0f;
+    const int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
+    condense::kernels::quantize_u8(x.data_ptr<float>(), m * k, 1 / scale, zp, xq.data_ptr<uint8_t>());
+    gemm.run(xq.data_ptr<uint8_t>(), m, scale, zp, y.data_ptr<float>());
+    benchmark::DoNotOptimize(y.data_ptr<float>());
+  }
+  s.SetLabel(gemm.implementation());
+  set_counters(s, m, k, n);
+}
+
+BENCHMARK(BM_Fp32)->Apply(shape_args);
+BENCHMARK(BM_Bf16)->Apply(shape_args);
+BENCHMARK(BM_Int8)->Apply(shape_args);
+
+}  // namespace
+
+BENCHMARK_MAIN();
