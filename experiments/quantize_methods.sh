@@ -19,9 +19,11 @@ CLI="$BUILD/condense"
 SEEDS="${CONDENSE_SEEDS:-1 2 3}"
 THREADS="${CONDENSE_THREADS:-1}"
 MODELS="${CONDENSE_QMODELS:-teacher kd-3}"
+# QAT rows fine-tune one epoch on QAT_LIMIT examples of the training subset: all of MRPC, a seeded
+# 4,000 of SST-2's 16k (one QAT epoch over 16k sentences costs as much as the whole PTQ table).
 case "$TASK" in
-  mrpc) DATA=data/glue/MRPC; LIMIT=0 ;;
-  sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}" ;;
+  mrpc) DATA=data/glue/MRPC; LIMIT=0; QAT_LIMIT=0 ;;
+  sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}"; QAT_LIMIT="${CONDENSE_QAT_LIMIT:-4000}" ;;
   *) echo "quantize_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 ALL_ROWS="fp16 bf16 int8-dynamic int8-static-minmax int8-static-ema int8-static-percentile int8-static-mse
@@ -29,11 +31,11 @@ ALL_ROWS="fp16 bf16 int8-dynamic int8-static-minmax int8-static-ema int8-static-
   log4 kmeans16 kmeans256"
 ROWS="${*:-$ALL_ROWS}"
 
-# The float models: the distillation sweep's own runs (same command, same folders).
-CONDENSE_SEEDS="$SEEDS" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/quantize"
 
 for seed in $SEEDS; do
+  # The float models: the distillation sweep's own runs (same command, same folders).
+  CONDENSE_SEEDS="$seed" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
   d="$OUT/$TASK/seed$seed"
   for model in $MODELS; do
     src="$d/$model"
@@ -42,7 +44,8 @@ for seed in $SEEDS; do
       kept="$KEEP/$TASK/seed$seed/$model/$row.json"
       [ -f "$kept" ] && continue
       echo "== $out" >&2
-      q=(quantize --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
+      lim="$LIMIT"; [[ "$row" == *qat* ]] && lim="$QAT_LIMIT"
+      q=(quantize --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$lim" --seed "$seed"
          --threads "$THREADS" --quiet)
       # Every row is a recipe (recipes/), QAT rows guided by the seed's teacher (Hinton KD).
       R=recipes/quantize
