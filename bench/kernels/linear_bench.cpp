@@ -2,6 +2,7 @@
 // (kernels::Int8Gemm on oneDNN, activation quantization included), so the choice of int8 backend
 // and the bf16 path rest on a measurement. Build: cmake --build build --target linear_bench;
 // run: build/linear_bench --benchmark_counters_tabular=true. Counter GOPS = 2·M·N·K / time.
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -60,7 +61,35 @@ void BM_Int8(benchmark::State& s) {  // min/max, quantization to uint8 and the G
   set_counters(s, m, k, n);
 }
 
+void BM_Int8Torch(benchmark::State& s) {  // the same through LibTorch's oneDNN (onednn::qlinear_pointwise)
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  torch::NoGradGuard g;
+  auto x = torch::randn({m, k});
+  auto w = torch::randint(-127, 128, {n, k}, torch::kInt8);
+  auto sw = torch::full({n}, 0.01f), b = torch::randn({n}), zero = torch::zeros({n}, torch::kLong);
+  auto& d = c10::Dispatcher::singleton();
+  torch::jit::Stack pre{w, c10::IValue()};
+  d.findSchemaOrThrow("onednn::qlinear_prepack", "").callBoxed(&pre);
+  auto packed = pre[0].toTensor();
+  auto op = d.findSchemaOrThrow("onednn::qlinear_pointwise", "");
+  auto xq = torch::empty({m, k}, torch::kUInt8);
+  for (auto _ : s) {
+    auto mm = torch::aminmax(x);
+    const float lo = std::min(0.0f, std::get<0>(mm).item<float>()), hi = std::max(0.0f, std::get<1>(mm).item<float>());
+    const float scale = (hi - lo) / 255.0f;
+    const int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
+    condense::kernels::quantize_u8(x.data_ptr<float>(), m * k, 1 / scale, zp, xq.data_ptr<uint8_t>());
+    torch::jit::Stack st{xq, static_cast<double>(scale), static_cast<int64_t>(zp), packed, sw, zero,
+                         c10::optional<torch::Tensor>(b), 1.0, int64_t{0}, c10::optional<at::ScalarType>(at::kFloat),
+                         std::string("none"), c10::List<std::optional<c10::Scalar>>(), std::string("")};
+    op.callBoxed(&st);
+    benchmark::DoNotOptimize(st[0].toTensor().data_ptr<float>());
+  }
+  set_counters(s, m, k, n);
+}
+
 BENCHMARK(BM_Fp32)->Apply(shape_args);
+BENCHMARK(BM_Int8Torch)->Apply(shape_args);
 BENCHMARK(BM_Bf16)->Apply(shape_args);
 BENCHMARK(BM_Int8)->Apply(shape_args);
 

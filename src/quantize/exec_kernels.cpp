@@ -1,6 +1,11 @@
 // Execution kernels of quantized Dense layers: the integer path (uint8 activations × int8
 // weights, int32 accumulation in oneDNN, kernels/int8_gemm.h, rescaled per output channel) and
 // the bf16 path (bf16 weights and inputs, float32 accumulation and output).
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <cstdlib>
+#include <cstring>
+
 #include "condense/core/error.h"
 #include "condense/kernels/int8_gemm.h"
 #include "kernels.h"
@@ -8,6 +13,41 @@
 namespace condense::quantize::detail {
 
 namespace {
+
+// Two int8 GEMMs, both oneDNN underneath: Debian's libdnnl 2.x through kernels::Int8Gemm
+// ("onednn", the default), or the oneDNN 3.x inside LibTorch through its onednn::qlinear_pointwise
+// op ("torch"). CONDENSE_INT8_BACKEND picks one; bench/kernels/linear_bench.cpp and
+// `condense bench` measure both (docs/RESULTS.md).
+bool torch_backend() {  // read per layer built, so a process may compare both
+  const char* b = std::getenv("CONDENSE_INT8_BACKEND");
+  if (b == nullptr || std::strcmp(b, "onednn") == 0) return false;
+  CONDENSE_CHECK(std::strcmp(b, "torch") == 0, "CONDENSE_INT8_BACKEND is '{}', expected onednn or torch", b);
+  return true;
+}
+
+// LibTorch's oneDNN int8 linear: weights prepacked once, uint8 inputs with a zero point, float output.
+class TorchInt8Linear {
+ public:
+  TorchInt8Linear(const torch::Tensor& codes, const torch::Tensor& scale, const torch::Tensor& bias)
+      : op_(c10::Dispatcher::singleton().findSchemaOrThrow("onednn::qlinear_pointwise", "")),
+        scale_(scale), zero_(torch::zeros({codes.size(0)}, torch::kLong)), bias_(bias) {
+    torch::jit::Stack st{codes, c10::IValue()};
+    c10::Dispatcher::singleton().findSchemaOrThrow("onednn::qlinear_prepack", "").callBoxed(&st);
+    packed_ = st[0].toTensor();
+  }
+  torch::Tensor run(const torch::Tensor& xq, double sx, int64_t zx) const {
+    torch::jit::Stack st{xq, sx, zx, packed_, scale_, zero_,
+                         bias_.defined() ? c10::optional<torch::Tensor>(bias_) : c10::optional<torch::Tensor>(),
+                         1.0, int64_t{0}, c10::optional<at::ScalarType>(at::kFloat), std::string("none"),
+                         c10::List<std::optional<c10::Scalar>>(), std::string("")};
+    op_.callBoxed(&st);
+    return st[0].toTensor();
+  }
+
+ private:
+  c10::OperatorHandle op_;
+  torch::Tensor packed_, scale_, zero_, bias_;
+};
 
 class Int8Kernel : public nn::DenseKernel {
  public:
@@ -20,14 +60,20 @@ class Int8Kernel : public nn::DenseKernel {
     auto codes = w.codes.contiguous();
     auto scale = w.scale.to(torch::kFloat32).expand({w.shape[0]}).contiguous();
     auto b = bias.defined() ? bias.detach().to(torch::kFloat32).contiguous() : torch::Tensor();
-    gemm_ = std::make_unique<kernels::Int8Gemm>(codes.data_ptr<int8_t>(), w.shape[0], w.shape[1],
-                                                scale.data_ptr<float>(), b.defined() ? b.data_ptr<float>() : nullptr);
+    n_ = w.shape[0];
+    k_ = w.shape[1];
+    if (torch_backend()) {
+      torch_ = std::make_unique<TorchInt8Linear>(codes, scale, b);
+    } else {
+      gemm_ = std::make_unique<kernels::Int8Gemm>(codes.data_ptr<int8_t>(), n_, k_, scale.data_ptr<float>(),
+                                                  b.defined() ? b.data_ptr<float>() : nullptr);
+    }
   }
 
   torch::Tensor forward(nn::DenseImpl& layer, const torch::Tensor& x) override {
     CONDENSE_CHECK(!(layer.is_training() && torch::GradMode::is_enabled()),
                    "int8 kernels run inference only (train with QAT fake-quant instead)");
-    const int64_t k = gemm_->k();
+    const int64_t k = k_;
     CONDENSE_CHECK(x.size(-1) == k, "int8 kernel: input width {} but the weight has {} columns", x.size(-1), k);
     auto x2 = x.detach().reshape({-1, k}).to(torch::kFloat32).contiguous();
     const ActRange r = mode_ == Activations::Static ? *range_ : dynamic_range(x2, range_ ? range_->symmetric : false);
@@ -39,17 +85,24 @@ class Int8Kernel : public nn::DenseKernel {
     // The same float inverse scale as fake_quantize_per_tensor_affine, so the codes are identical.
     const float inv_scale = 1.0f / static_cast<float>(scale);
     kernels::quantize_u8(x2.data_ptr<float>(), m * k, inv_scale, static_cast<int32_t>(zp), xq.data_ptr<uint8_t>());
-    auto y = torch::empty({m, gemm_->n()}, x2.options());
-    gemm_->run(xq.data_ptr<uint8_t>(), m, static_cast<float>(scale), static_cast<int32_t>(zp), y.data_ptr<float>());
+    torch::Tensor y;
+    if (torch_) {
+      y = torch_->run(xq, static_cast<float>(scale), zp);
+    } else {
+      y = torch::empty({m, n_}, x2.options());
+      gemm_->run(xq.data_ptr<uint8_t>(), m, static_cast<float>(scale), static_cast<int32_t>(zp), y.data_ptr<float>());
+    }
     auto sizes = x.sizes().vec();
-    sizes.back() = gemm_->n();
+    sizes.back() = n_;
     return y.reshape(sizes);
   }
 
  private:
   Activations mode_;
   std::optional<ActRange> range_;
+  int64_t n_ = 0, k_ = 0;
   std::unique_ptr<kernels::Int8Gemm> gemm_;
+  std::unique_ptr<TorchInt8Linear> torch_;
 };
 
 class Bf16Kernel : public nn::DenseKernel {

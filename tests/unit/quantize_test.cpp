@@ -247,6 +247,8 @@ TEST(Quantize, Observers) {
 
 TEST(Quantize, Int8KernelMatchesFakeQuantReference) {
   auto data = tiny_data(24, 1);
+  for (const char* backend : {"onednn", "torch"}) {
+  ::setenv("CONDENSE_INT8_BACKEND", backend, 1);
   for (auto mode : {q::Activations::Dynamic, q::Activations::Static}) {
     auto a = tiny_model(1), b = tiny_model(1), f = tiny_model(1);
     auto opts = q::QuantizeOptions().with_activations(mode);
@@ -254,9 +256,11 @@ TEST(Quantize, Int8KernelMatchesFakeQuantReference) {
     q::apply(b, opts.with_int8_kernels(false), &data);
     auto la = logits_of(a, data), lb = logits_of(b, data), lf = logits_of(f, data);
     // Same arithmetic up to float rounding of the rescale (a rare one-level flip on a tie).
-    EXPECT_LT(max_abs(la - lb), 2e-3 * (1 + max_abs(lb))) << q::to_string(mode);
-    EXPECT_LT(max_abs(la - lf), 0.05 * (1 + max_abs(lf))) << q::to_string(mode);
+    EXPECT_LT(max_abs(la - lb), 2e-3 * (1 + max_abs(lb))) << q::to_string(mode) << " " << backend;
+    EXPECT_LT(max_abs(la - lf), 0.05 * (1 + max_abs(lf))) << q::to_string(mode) << " " << backend;
   }
+  }
+  ::unsetenv("CONDENSE_INT8_BACKEND");
 }
 
 TEST(Quantize, SaveLoadRoundTripAndSmallerFile) {
