@@ -3,14 +3,16 @@
 # speedup columns of docs/RESULTS.md: `condense bench` at batch 1 and 32, sequence length 128, on
 # one model per row (seed 1; latency does not depend on the seed or the task). Run it on a quiet
 # machine: every row is measured in this one command so the ratios compare like with like.
-# Usage: bash experiments/bench_methods.sh OUT_DIR   (the sweep's OUT_DIR; writes OUT_DIR/bench/ROW.json)
+# Usage: bash experiments/bench_methods.sh OUT_DIR   (the sweep's OUT_DIR; writes
+# experiments/results/methods/bench/ROW.json, kept in the repository)
 # Env: CONDENSE_THREADS (default 2).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
 OUT="${1:?usage: bench_methods.sh OUT_DIR}"
 THREADS="${CONDENSE_THREADS:-2}"
-mkdir -p "$OUT/bench"
+KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/methods/bench"
+mkdir -p "$KEEP"
 declare -A seen=()
 for task in sst2 mrpc; do
   for dir in "$OUT/$task"/seed1/*/; do
@@ -20,8 +22,8 @@ for task in sst2 mrpc; do
     seen[$row]=1
     echo "== $row ($task)" >&2
     "$BUILD/condense" bench --model "$dir" --batch 1,32 --seq 128 --format json --threads "$THREADS" \
-      > "$OUT/bench/$row.json.tmp"
-    mv "$OUT/bench/$row.json.tmp" "$OUT/bench/$row.json"
+      > "$KEEP/$row.json.tmp"
+    mv "$KEEP/$row.json.tmp" "$KEEP/$row.json"
   done
 done
-git -C "$ROOT" rev-parse --short=12 HEAD > "$OUT/bench/commit"
+git -C "$ROOT" rev-parse --short=12 HEAD > "$KEEP/commit"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Tables of experiments/distill_methods.sh: one row per method, mean ± sample std over the seeds found.
 
-Usage: python3 experiments/summarize_methods.py OUT_DIR
-Compression is the teacher's parameter count over the student's. A row appears once any seed has
+Usage: python3 experiments/summarize_methods.py [RESULTS_DIR]   (default experiments/results/methods)
+Reads the runs' metrics kept in the repository by experiments/distill_methods.sh
+(RESULTS_DIR/<task>/seed<N>/<row>.json). Compression is the teacher's parameter count over the student's. A row appears once any seed has
 finished; its seeds column says which, and its accuracy is printed once three seeds are in. Speedups (teacher latency / row latency, p50, seq 128) come
-from OUT_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present.
+from RESULTS_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present.
 """
 import json, pathlib, sys
 
@@ -69,8 +70,7 @@ def main(out):
         teacher_params = None
         commits = set()
         for key, label in ROWS:
-            runs = [json.loads((s / key / "metrics.json").read_text()) for s in seeds
-                    if (s / key / "metrics.json").exists()]
+            runs = [json.loads((s / f"{key}.json").read_text()) for s in seeds if (s / f"{key}.json").exists()]
             if not runs:
                 continue
             commits.update(r["commit"] for r in runs)
@@ -94,4 +94,4 @@ def main(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/methods")
+    main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results/methods")

@@ -121,7 +121,7 @@ void read_train(const Reader& r, const YAML::Node& t, const std::string& sec, tr
 }
 
 quantize::Scheme read_scheme(const Reader& r, const YAML::Node& n, const std::string& sec) {
-  r.only_keys(n, sec, {"bits", "method", "symmetric", "granularity", "group_size"});
+  r.only_keys(n, sec, {"bits", "method", "symmetric", "granularity", "group_size", "range"});
   quantize::Scheme s;
   std::string method = quantize::to_string(s.method), gran = quantize::to_string(s.granularity);
   r.get(n, sec, "bits", s.bits);
@@ -129,6 +129,7 @@ quantize::Scheme read_scheme(const Reader& r, const YAML::Node& n, const std::st
   r.get(n, sec, "symmetric", s.symmetric);
   r.get(n, sec, "granularity", gran);
   r.get(n, sec, "group_size", s.group_size);
+  r.get(n, sec, "range", s.range);
   try {
     s.method = quantize::parse_method(method);
     s.granularity = quantize::parse_granularity(gran);

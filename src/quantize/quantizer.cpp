@@ -47,8 +47,49 @@ struct Encoded {
 
 torch::Tensor pow2_ceil(const torch::Tensor& scale) { return torch::pow(2.0, torch::ceil(torch::log2(scale))); }
 
+Encoded encode_groups(const torch::Tensor& g, const Scheme& s);
+
+// The range each group is encoded with: the groups clipped to [-t, t] (symmetric) or scaled
+// toward zero (asymmetric) when the scheme asks for a percentile or the MSE-optimal clipping.
+torch::Tensor clipped(const torch::Tensor& g, const Scheme& s);
+
 Encoded encode(const torch::Tensor& w_in, const Scheme& s) {
   auto g = as_groups(w_in.detach().to(torch::kFloat32), s);
+  if (s.range == "minmax" || s.bits == 1 || s.method == Method::KMeans) return encode_groups(g, s);
+  return encode_groups(clipped(g, s), s);
+}
+
+torch::Tensor decode(const Encoded& e, const Scheme& s);
+
+torch::Tensor clipped(const torch::Tensor& g, const Scheme& s) {
+  auto lo = g.amin(1, true), hi = g.amax(1, true);
+  if (s.range == "percentile") {
+    auto t = std::get<0>(g.abs().sort(1)).select(1, std::max<int64_t>(0, static_cast<int64_t>(0.999 * (g.size(1) - 1))))
+                 .unsqueeze(1);
+    return torch::max(torch::min(g, t), -t);
+  }
+  // MSE: candidate ranges 100 %, 97.5 %, ..., 50 % of each group's own; keep, per group, the one
+  // whose quantize-dequantize error is smallest (the clipping itself counts as error).
+  torch::Tensor best_err, best_c;
+  for (int i = 0; i <= 20; ++i) {
+    const double c = 1.0 - 0.025 * i;
+    auto cg = torch::max(torch::min(g, hi * c), lo * c);
+    Scheme plain = s;
+    plain.range = "minmax";
+    auto err = (decode(encode_groups(cg, plain), plain) - g).pow(2).sum(1, true);
+    if (i == 0) {
+      best_err = err;
+      best_c = torch::ones_like(err);
+    } else {
+      auto better = err < best_err;
+      best_err = torch::where(better, err, best_err);
+      best_c = torch::where(better, torch::full_like(err, c), best_c);
+    }
+  }
+  return torch::max(torch::min(g, hi * best_c), lo * best_c);
+}
+
+Encoded encode_groups(const torch::Tensor& g, const Scheme& s) {
   Encoded e;
   const int b = s.bits;
   // Codes are computed against the scale as stored (fp16 for groups), so that dequantization
@@ -259,12 +300,15 @@ void Scheme::validate(const std::string& where) const {
                  "{}: 1-bit uniform weights are binary and symmetric; use --symmetric", where);
   CONDENSE_CHECK(granularity != Granularity::Group || group_size > 0, "{}: group_size must be positive, found {}",
                  where, group_size);
+  CONDENSE_CHECK(range == "minmax" || range == "mse" || range == "percentile",
+                 "{}: range must be minmax, mse or percentile, found '{}'", where, range);
 }
 
 std::string Scheme::name() const {
   if (is_float()) return to_string(method);
   std::string n = fmt::format("int{} {}", bits, to_string(method));
   if (method == Method::Uniform || method == Method::PowerOfTwo) n += symmetric ? " sym" : " asym";
+  if (range != "minmax") n += " " + range;
   if (granularity == Granularity::Group) return n + fmt::format(" group{}", group_size);
   return n + (granularity == Granularity::PerChannel ? " per-channel" : " per-tensor");
 }
@@ -273,6 +317,7 @@ nlohmann::json Scheme::to_json() const {
   nlohmann::json j{{"bits", bits}, {"method", to_string(method)}, {"symmetric", symmetric},
                    {"granularity", to_string(granularity)}};
   if (granularity == Granularity::Group) j["group_size"] = group_size;
+  if (range != "minmax") j["range"] = range;
   return j;
 }
 
@@ -285,6 +330,7 @@ Scheme Scheme::from_json(const nlohmann::json& j, const std::string& where) {
     s.symmetric = j.at("symmetric").get<bool>();
     s.granularity = parse_granularity(j.at("granularity").get<std::string>());
     if (s.granularity == Granularity::Group) s.group_size = j.at("group_size").get<int64_t>();
+    s.range = j.value("range", std::string("minmax"));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: {}", where, e.what());
   } catch (const Error& e) {

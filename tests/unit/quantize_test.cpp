@@ -148,6 +148,24 @@ TEST(Quantize, UniformWithinHalfAStep) {
   }
 }
 
+TEST(Quantize, WeightRangeObservers) {
+  // A few large weights per row: min/max spends the 4-bit levels on them; the MSE range clips
+  // where that lowers the total error, and never does worse than min/max.
+  auto w = weights(16, 128, 8);
+  w.select(1, 3).fill_(1.0);
+  auto err = [&](const Scheme& s) { return (q::quantize_tensor(w, s).dequantize() - w).pow(2).sum(1); };
+  auto base = Scheme().with_bits(4).with_symmetric(false);
+  auto e_mm = err(base), e_mse = err(Scheme(base).with_range("mse"));
+  EXPECT_TRUE((e_mse <= e_mm * (1 + 1e-6)).all().item<bool>());
+  EXPECT_LT(e_mse.sum().item<double>(), e_mm.sum().item<double>());
+  // Percentile: the 99.9th percentile of a row of 128 is its second-largest |w|, so the outlier
+  // (1.0, against weights of about 0.05) is clipped to the bulk's range.
+  auto p = q::quantize_tensor(w, Scheme(base).with_range("percentile"));
+  EXPECT_LT(max_abs(p.dequantize()), 0.5);
+  EXPECT_NE(ct::error_of([] { Scheme().with_range("max").validate("weights"); }).find("range must be minmax, mse or percentile"),
+            std::string::npos);
+}
+
 TEST(Quantize, PowerOfTwoScales) {
   auto w = weights(16, 64, 2);
   auto t = q::quantize_tensor(w, Scheme().with_bits(4).with_method(Method::PowerOfTwo));

@@ -21,6 +21,7 @@ struct QuantizeArgs {
   int threads = 0;
   int bits = 8;
   std::string method = "uniform", granularity = "channel", activations = "none", observer = "minmax";
+  std::string weight_range = "minmax";
   std::string embeddings = "none";
   bool asymmetric = false, act_symmetric = false, no_int8_kernels = false, qat = false;
   int64_t group_size = 128, calib_batches = 16, diagnose_batches = 4;
@@ -54,6 +55,7 @@ pipeline::QuantizeRecipe resolve(const QuantizeArgs& a, const CLI::App& sub) {
   if (given("--asymmetric")) w.symmetric = false;
   if (given("--granularity")) w.granularity = quantize::parse_granularity(a.granularity);
   if (given("--group-size")) w.group_size = a.group_size;
+  if (given("--weight-range")) w.range = a.weight_range;
   if (given("--embeddings")) o.embeddings = embedding_scheme(a.embeddings);
   if (given("--activations")) o.activations = quantize::parse_activations(a.activations);
   if (given("--act-symmetric")) o.act_symmetric = true;
@@ -200,6 +202,7 @@ void add_quantize(CLI::App& app) {
   sub->add_flag("--asymmetric", a->asymmetric, "Weights with a zero point (uniform, pow2)");
   sub->add_option("--granularity", a->granularity, "tensor, channel or group (default channel)");
   sub->add_option("--group-size", a->group_size, "Weights per group (default 128)");
+  sub->add_option("--weight-range", a->weight_range, "Weight ranges per group: minmax, mse or percentile (99.9th of |w|)");
   sub->add_option("--activations", a->activations, "none, dynamic or static 8-bit inputs (default none)");
   sub->add_flag("--act-symmetric", a->act_symmetric, "int8 activations without a zero point");
   sub->add_option("--observer", a->observer, "Static calibration: minmax, ema, percentile, mse, entropy");

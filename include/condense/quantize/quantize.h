@@ -57,12 +57,17 @@ struct Scheme {
   bool symmetric = true;                            ///< false: asymmetric with a zero point (uniform, pow2)
   Granularity granularity = Granularity::PerChannel;
   int64_t group_size = 128;                         ///< elements per group (Granularity::Group)
+  /// How each group's range is chosen (uniform, pow2, log): "minmax" (the whole range), "mse"
+  /// (the clipping of the range, from 100 % down to 50 %, with the least squared error per
+  /// group) or "percentile" (the 99.9th percentile of |w| per group).
+  std::string range = "minmax";
 
   Scheme& with_bits(int v) { bits = v; return *this; }
   Scheme& with_method(Method v) { method = v; return *this; }
   Scheme& with_symmetric(bool v) { symmetric = v; return *this; }
   Scheme& with_granularity(Granularity v) { granularity = v; return *this; }
   Scheme& with_group_size(int64_t v) { group_size = v; return *this; }
+  Scheme& with_range(std::string v) { range = std::move(v); return *this; }
   /// Throws condense::Error naming the field (`where` prefixes the message).
   void validate(const std::string& where = "scheme") const;
   /// "int4 uniform asym group128", "fp16", ...
