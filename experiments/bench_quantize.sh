@@ -18,7 +18,8 @@ for model in ${CONDENSE_QMODELS:-teacher kd-3}; do
     [ -f "$dir/metrics.json" ] || continue
     row="$(basename "$dir")"; [ "$row" = "$model" ] && row=fp32
     echo "== $model $row" >&2
-    "$BUILD/condense" bench --model "$dir" --batch 1,32 --seq 128 --format json --threads "$THREADS" > "$KEEP/$model/$row.json.tmp"
+    "$BUILD/condense" bench --model "$dir" --batch 1,32 --seq 128 --seconds 4 --format json --threads "$THREADS" \
+      > "$KEEP/$model/$row.json.tmp"
     mv "$KEEP/$model/$row.json.tmp" "$KEEP/$model/$row.json"
   done
 done

@@ -5,7 +5,8 @@ Usage: python3 experiments/summarize_quantize.py [RESULTS_DIR]   (default experi
 Reads RESULTS_DIR/quantize/<task>/seed<N>/<model>/<row>.json (quantized runs),
 RESULTS_DIR/methods/<task>/seed<N>/<model>.json (their float models) and, when present,
 RESULTS_DIR/quantize/bench/<model>/<row>.json (latency, experiments/bench_quantize.sh).
-Accuracies are mean ± sample std over the seeds; a cell with fewer than three seeds says so.
+Accuracies are mean ± sample std over the seeds; Δ is the quantized model minus its own float
+model (same seed), mean ± std; a cell with fewer than three seeds says so.
 """
 import json, pathlib, sys
 
@@ -39,11 +40,13 @@ def load(path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def cell(values):
+def cell(values, signed=False):
     if not values:
         return "–"
     m, sd = ms(values)
-    return f"{m:.2f} ± {sd:.2f}" if len(values) >= 3 else f"pending ({len(values)} of 3)"
+    if len(values) < 3:
+        return f"pending ({len(values)} of 3)"
+    return f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
 
 
 def main(results):
@@ -51,16 +54,16 @@ def main(results):
     commits = set()
     for model, model_label in MODELS:
         print(f"\n### {model_label}\n")
-        print("| method | bits W/A | granularity | SST-2 acc | MRPC F1 | file bytes | file vs fp32 | "
+        print("| method | bits W/A | granularity | SST-2 acc | Δ SST-2 | MRPC F1 | Δ MRPC | file bytes | file vs fp32 | "
               "encoder weights vs fp32 | p50 b1 (ms) | p50 b32 (ms) | speedup b1 | speedup b32 |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         bench = {}
         for f in (results / "quantize" / "bench" / model).glob("*.json"):
             bench[f.stem] = {b["batch"]: b["p50_ms"] for b in json.loads(f.read_text())}
         for key, label, bits, gran in ROWS:
-            accs, sizes, enc, fp32_bytes = {}, [], [], []
+            accs, deltas, sizes, enc, fp32_bytes = {}, {}, [], [], []
             for task, (metric, _) in METRIC.items():
-                accs[task] = []
+                accs[task], deltas[task] = [], []
                 for seed_dir in sorted((results / "quantize" / task).glob("seed*")):
                     flt = load(results / "methods" / task / seed_dir.name / f"{model}.json")
                     run = flt if key == "fp32" else load(seed_dir / model / f"{key}.json")
@@ -68,6 +71,8 @@ def main(results):
                         continue
                     commits.add(run["commit"])
                     accs[task].append(100 * run["dev"][metric])
+                    # Paired with the float model of the same seed: the cost of quantizing it.
+                    deltas[task].append(100 * (run["dev"][metric] - flt["dev"][metric]))
                     if key != "fp32":
                         sizes.append(run["file_bytes"])
                         fp32_bytes.append(run["source_file_bytes"])
@@ -81,7 +86,8 @@ def main(results):
             base = bench.get("fp32", {})
             p = [f"{lat[b]:.1f}" if b in lat else "–" for b in (1, 32)]
             s = [f"{base[b] / lat[b]:.2f}x" if b in lat and b in base else "–" for b in (1, 32)]
-            print(f"| {label} | {bits} | {gran} | {cell(accs['sst2'])} | {cell(accs['mrpc'])} | {size} | {ratio} | "
+            print(f"| {label} | {bits} | {gran} | {cell(accs['sst2'])} | {cell(deltas['sst2'], True)} | "
+                  f"{cell(accs['mrpc'])} | {cell(deltas['mrpc'], True)} | {size} | {ratio} | "
                   f"{encr} | {p[0]} | {p[1]} | {s[0]} | {s[1]} |")
     print(f"\ncommit(s): {', '.join(sorted(commits))}")
 
