@@ -34,6 +34,32 @@ struct Reader {
   }
 };
 
+std::vector<distill::LayerLossTerm> read_layer_losses(const Reader& r, const YAML::Node& ll, const std::string& sec) {
+  CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);
+  std::vector<distill::LayerLossTerm> out;
+  for (std::size_t i = 0; i < ll.size(); ++i) {
+    const auto section = fmt::format("{}.layer_losses[{}]", sec, i);
+    r.only_keys(ll[i], section, {"loss", "weight", "weight_end"});
+    CONDENSE_CHECK(ll[i]["loss"], "{}: '{}' needs a 'loss'", r.file, section);
+    std::string name;
+    distill::LayerLossTerm term;
+    r.get(ll[i], section, "loss", name);
+    r.get(ll[i], section, "weight", term.weight);
+    if (ll[i]["weight_end"]) {
+      double v = 0;
+      r.get(ll[i], section, "weight_end", v);
+      term.weight_end = v;
+    }
+    try {
+      term.loss = distill::parse_layer_loss(name);
+    } catch (const Error& e) {
+      fail("{}: field '{}.loss': {}", r.file, section, e.what());
+    }
+    out.push_back(term);
+  }
+  return out;
+}
+
 void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
   r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
                        "shared_projection", "temperature_end", "alpha_end", "progressive", "mlm_weight",
@@ -65,30 +91,7 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
   r.get(d, sec, "mlm_weight", o.mlm_weight);
   r.get(d, sec, "mlm_distill_weight", o.mlm_distill_weight);
   r.get(d, sec, "mask_prob", o.mask_prob);
-  if (auto ll = d["layer_losses"]) {
-    CONDENSE_CHECK(ll.IsSequence(), "{}: '{}.layer_losses' must be a list of {{loss, weight}}", r.file, sec);
-    o.layer_losses.clear();  // a stage's list replaces the recipe's
-    for (std::size_t i = 0; i < ll.size(); ++i) {
-      const auto section = fmt::format("{}.layer_losses[{}]", sec, i);
-      r.only_keys(ll[i], section, {"loss", "weight", "weight_end"});
-      CONDENSE_CHECK(ll[i]["loss"], "{}: '{}' needs a 'loss'", r.file, section);
-      std::string name;
-      distill::LayerLossTerm term;
-      r.get(ll[i], section, "loss", name);
-      r.get(ll[i], section, "weight", term.weight);
-      if (ll[i]["weight_end"]) {
-        double v = 0;
-        r.get(ll[i], section, "weight_end", v);
-        term.weight_end = v;
-      }
-      try {
-        term.loss = distill::parse_layer_loss(name);
-      } catch (const Error& e) {
-        fail("{}: field '{}.loss': {}", r.file, section, e.what());
-      }
-      o.layer_losses.push_back(term);
-    }
-  }
+  if (auto ll = d["layer_losses"]) o.layer_losses = read_layer_losses(r, ll, sec);  // a stage's list replaces the recipe's
   if (auto m = d["layer_map"]) {
     const auto section = sec + ".layer_map";
     r.only_keys(m, section, {"strategy", "every", "teacher_layers", "exclude_last"});
@@ -198,16 +201,17 @@ QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path) {
   }
   if (auto q = root["qat"]) {
     r.only_keys(q, "qat", {"epochs", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm",
-                           "seed", "alpha", "temperature"});
+                           "seed", "alpha", "temperature", "layer_losses"});
     QuantizeRecipe::Qat qat;
     qat.train.epochs = 1;
     qat.train.learning_rate = 2e-5;
     r.get(q, "qat", "alpha", qat.alpha);
     r.get(q, "qat", "temperature", qat.temperature);
+    if (auto ll = q["layer_losses"]) qat.layer_losses = read_layer_losses(r, ll, "qat");
     YAML::Node t;
     for (const auto& kv : q) {
       const auto key = kv.first.as<std::string>();
-      if (key != "alpha" && key != "temperature") t[key] = kv.second;
+      if (key != "alpha" && key != "temperature" && key != "layer_losses") t[key] = kv.second;
     }
     if (t.size() > 0) read_train(r, t, "qat", qat.train, nullptr, nullptr);
     out.qat = qat;

@@ -131,14 +131,17 @@ void run(const QuantizeArgs& a, const CLI::App& sub) {
       distill::DistillOptions d;
       d.alpha = recipe.qat->alpha;
       d.temperature = recipe.qat->temperature;
+      d.layer_losses = recipe.qat->layer_losses;
       d.train = topts;
       distill::distill(model, teacher, enc_train, d);
       extra["qat_teacher"] = a.teacher;
     } else {
+      CONDENSE_CHECK(recipe.qat->layer_losses.empty(), "qat.layer_losses need a --teacher to fit");
       train::finetune(model, enc_train, topts);
     }
     extra["qat"] = {{"epochs", topts.epochs}, {"learning_rate", topts.learning_rate}, {"seed", topts.seed},
-                    {"alpha", a.teacher.empty() ? 0.0 : recipe.qat->alpha}, {"temperature", recipe.qat->temperature}};
+                    {"alpha", a.teacher.empty() ? 0.0 : recipe.qat->alpha}, {"temperature", recipe.qat->temperature},
+                    {"layer_losses", recipe.qat->layer_losses.size()}};
   }
   auto q = quantize::apply(model, o, &enc_train);
 

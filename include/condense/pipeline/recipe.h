@@ -66,13 +66,21 @@ Recipe load_recipe(const std::filesystem::path& path);
 /// activations: {mode: static, symmetric: false, observer: minmax, percentile: 99.99, calib_batches: 16}
 /// keep_float: [bert.encoder.layer.5.output.dense]
 /// mixed_precision: {low: 2, high: 4, budget: 2.1}      # Hessian-guided bit widths (Q-BERT)
-/// qat: {epochs: 1, learning_rate: 2.0e-5, alpha: 0.5, temperature: 2.0}   # with --teacher: KD
+/// qat: {epochs: 1, learning_rate: 2.0e-5, alpha: 0.5, temperature: 2.0,    # with --teacher: KD
+///       layer_losses: [{loss: hidden_mse, weight: 1}, {loss: attention_mse, weight: 1}]}
 /// ```
 struct QuantizeRecipe {
   quantize::QuantizeOptions options;
   struct Mixed { int low = 2, high = 4; double budget = 0; };
   std::optional<Mixed> mixed_precision;
-  struct Qat { train::TrainOptions train; double alpha = 0.5, temperature = 2.0; };
+  /// QAT; with a teacher, Hinton KD plus optional intermediate terms (TernaryBERT, Zhang et al.
+  /// 2020: hidden states and attention scores of the quantized model fitted to the float one's),
+  /// over the default uniform layer map.
+  struct Qat {
+    train::TrainOptions train;
+    double alpha = 0.5, temperature = 2.0;
+    std::vector<distill::LayerLossTerm> layer_losses;
+  };
   std::optional<Qat> qat;
 };
 QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path);
