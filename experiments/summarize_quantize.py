@@ -25,9 +25,9 @@ ROWS = [
     ("int8-static-tensor", "int8 static, min/max, per-tensor weights", "8/8", "per-tensor"),
     ("int8-qat", "int8 QAT (1 epoch, teacher KD)", "8/8", "per-channel"),
     ("int4-group", "4-bit group-wise PTQ", "4/32", "group 128"),
-    ("int4-group-qat", "4-bit group-wise QAT", "4/32", "group 128"),
-    ("int2-mixed-qat", "2-bit group-wise, Hessian mixed 2/4 bit, QAT", "2-4/32", "group 128"),
-    ("binary-qat", "binary (sign × mean), QAT", "1/32", "per-channel"),
+    ("int4-group-qat", "4-bit group-wise QAT (1 epoch, teacher KD)", "4/32", "group 128"),
+    ("int2-mixed-qat", "2-bit group-wise, MSE ranges, Hessian mixed 2/4 bit, QAT (3 epochs)", "2-4/32", "group 128"),
+    ("binary-qat", "binary (sign × mean), QAT (3 epochs)", "1/32", "per-channel"),
     ("log4", "4-bit logarithmic", "4/32", "per-channel"),
     ("kmeans16", "k-means, 16 centroids", "4/32", "per-channel"),
     ("kmeans256", "k-means, 256 centroids", "8/32", "per-tensor"),
@@ -72,7 +72,8 @@ def main(results):
                     commits.add(run["commit"])
                     accs[task].append(100 * run["dev"][metric])
                     # Paired with the float model of the same seed: the cost of quantizing it.
-                    deltas[task].append(100 * (run["dev"][metric] - flt["dev"][metric]))
+                    if key != "fp32":
+                        deltas[task].append(100 * (run["dev"][metric] - flt["dev"][metric]))
                     if key != "fp32":
                         sizes.append(run["file_bytes"])
                         fp32_bytes.append(run["source_file_bytes"])
