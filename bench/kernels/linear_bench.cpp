@@ -17,6 +17,16 @@ void shape_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// Dynamic activation quantization as the int8 kernel does it: the batch's range, then uint8 codes.
+std::pair<float, int32_t> quantize_input(const torch::Tensor& x, torch::Tensor& xq) {
+  auto mm = torch::aminmax(x);
+  const float lo = std::min(0.0f, std::get<0>(mm).item<float>()), hi = std::max(0.0f, std::get<1>(mm).item<float>());
+  const float scale = (hi - lo) / 255.0f;
+  const int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
+  condense::kernels::quantize_u8(x.data_ptr<float>(), x.numel(), 1 / scale, zp, xq.data_ptr<uint8_t>());
+  return {scale, zp};
+}
+
 void set_counters(benchmark::State& s, int64_t m, int64_t k, int64_t n) {
   s.counters["GOPS"] = benchmark::Counter(2.0 * m * n * k * static_cast<double>(s.iterations()) / 1e9,
                                           benchmark::Counter::kIsRate);
@@ -49,11 +59,7 @@ void BM_Int8(benchmark::State& s) {  // min/max, quantization to uint8 and the G
   auto xq = torch::empty({m, k}, torch::kUInt8);
   auto y = torch::empty({m, n});
   for (auto _ : s) {
-    auto mm = torch::aminmax(x);
-    const float lo = std::min(0.0f, std::get<0>(mm).item<float>()), hi = std::max(0.0f, std::get<1>(mm).item<float>());
-    const float scale = (hi - lo) / 255.0f;
-    const int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
-    condense::kernels::quantize_u8(x.data_ptr<float>(), m * k, 1 / scale, zp, xq.data_ptr<uint8_t>());
+    const auto [scale, zp] = quantize_input(x, xq);
     gemm.run(xq.data_ptr<uint8_t>(), m, scale, zp, y.data_ptr<float>());
     benchmark::DoNotOptimize(y.data_ptr<float>());
   }
@@ -74,11 +80,7 @@ void BM_Int8Torch(benchmark::State& s) {  // the same through LibTorch's oneDNN 
   auto op = d.findSchemaOrThrow("onednn::qlinear_pointwise", "");
   auto xq = torch::empty({m, k}, torch::kUInt8);
   for (auto _ : s) {
-    auto mm = torch::aminmax(x);
-    const float lo = std::min(0.0f, std::get<0>(mm).item<float>()), hi = std::max(0.0f, std::get<1>(mm).item<float>());
-    const float scale = (hi - lo) / 255.0f;
-    const int32_t zp = static_cast<int32_t>(std::nearbyint(-lo / scale));
-    condense::kernels::quantize_u8(x.data_ptr<float>(), m * k, 1 / scale, zp, xq.data_ptr<uint8_t>());
+    const auto [scale, zp] = quantize_input(x, xq);
     torch::jit::Stack st{xq, static_cast<double>(scale), static_cast<int64_t>(zp), packed, sw, zero,
                          c10::optional<torch::Tensor>(b), 1.0, int64_t{0}, c10::optional<at::ScalarType>(at::kFloat),
                          std::string("none"), c10::List<std::optional<c10::Scalar>>(), std::string("")};

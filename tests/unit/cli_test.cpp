@@ -757,9 +757,9 @@ TEST(Cli, GeneralThenTaskDistillation) {
 
 // Every recipe under recipes/ runs from one command: the real teacher (its head untrained), 32
 // training rows, one epoch per stage, sequences cut to 32 tokens. This keeps recipes from rotting.
-std::vector<std::string> recipe_files() {
+std::vector<std::string> recipe_files(const std::string& sub = "") {
   std::vector<std::string> names;
-  const auto dir = ct::source_dir() / "recipes";
+  const auto dir = ct::source_dir() / "recipes" / sub;
   if (fs::exists(dir)) {
     for (const auto& e : fs::directory_iterator(dir)) {
       if (e.path().extension() == ".yaml") names.push_back(e.path().stem().string());
@@ -802,20 +802,8 @@ INSTANTIATE_TEST_SUITE_P(Recipes, CliRecipe, ::testing::ValuesIn(recipe_files())
                          });
 
 // Every quantization recipe under recipes/quantize/ runs from one command on the tiny model (QAT
-// recipes train 2 steps guided by the model itself) and writes a smaller file that eval, bench and
+// recipes train a few steps on 32 sentences, guided by the model itself) and writes a smaller file that eval, bench and
 // inspect read back.
-std::vector<std::string> quantize_recipe_files() {
-  std::vector<std::string> names;
-  const auto dir = ct::source_dir() / "recipes" / "quantize";
-  if (fs::exists(dir)) {
-    for (const auto& e : fs::directory_iterator(dir)) {
-      if (e.path().extension() == ".yaml") names.push_back(e.path().stem().string());
-    }
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 class CliQuantizeRecipe : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CliQuantizeRecipe, RunsFromOneCommand) {
@@ -838,7 +826,7 @@ TEST_P(CliQuantizeRecipe, RunsFromOneCommand) {
   EXPECT_TRUE(j["dev"].contains("accuracy"));
   const std::vector<std::vector<std::string>> readers{
       {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
-      {"inspect", "--model", out.string()},
+      {"inspect", "--model", out.string(), "--tensors"},
       {"bench", "--model", out.string(), "--batch", "2", "--seq", "16", "--seconds", "0.05", "--threads", "1"}};
   for (const auto& args : readers) {
     auto e = run(f.work, args);
@@ -846,7 +834,7 @@ TEST_P(CliQuantizeRecipe, RunsFromOneCommand) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Recipes, CliQuantizeRecipe, ::testing::ValuesIn(quantize_recipe_files()),
+INSTANTIATE_TEST_SUITE_P(Recipes, CliQuantizeRecipe, ::testing::ValuesIn(recipe_files("quantize")),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');

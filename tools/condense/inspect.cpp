@@ -14,6 +14,7 @@ namespace {
 struct InspectArgs {
   std::string model;
   bool json = false;
+  bool tensors = false;
 };
 
 // Groups "bert.encoder.layer.3.attention.self.query.weight" under "encoder.layer.3".
@@ -64,6 +65,15 @@ void run(const InspectArgs& a) {
     total += n;
   }
   const auto file_bytes = nn::checkpoint_bytes(dir);
+  // Per tensor: a packed weight's bits per weight count its codes against the weights it holds;
+  // its scales and zero points are listed as their own rows (0 weights).
+  nlohmann::json tensor_rows = nlohmann::json::array();
+  for (const auto& t : st.tensors()) {
+    const int64_t n = logical.count(t.name) ? logical[t.name] : is_part(t.name) ? 0 : t.numel();
+    tensor_rows.push_back({{"tensor", t.name}, {"dtype", std::string(io::dtype_name(t.dtype))}, {"shape", t.shape},
+                           {"bytes", t.nbytes}, {"weights", n},
+                           {"bits_per_weight", n > 0 ? 8.0 * static_cast<double>(t.nbytes) / n : 0.0}});
+  }
   if (a.json) {
     nlohmann::json j{{"model", a.model}, {"parameters", total}, {"file_bytes", file_bytes},
                      {"layers", cfg.num_hidden_layers}, {"hidden_size", cfg.hidden_size},
@@ -75,6 +85,7 @@ void run(const InspectArgs& a) {
                               {"dtypes", std::vector<std::string>(rows[m].dtypes.begin(), rows[m].dtypes.end())}});
     }
     if (!schemes.empty()) j["quantized_layers"] = schemes;
+    if (a.tensors) j["tensors"] = tensor_rows;
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -87,6 +98,14 @@ void run(const InspectArgs& a) {
   }
   fmt::print("| total | {} | {} ({}) on disk | {:.2f} | |\n", total, file_bytes, human_bytes(static_cast<double>(file_bytes)),
              8.0 * static_cast<double>(file_bytes) / std::max<int64_t>(1, total));
+  if (a.tensors) {
+    fmt::print("\n| tensor | dtype | shape | bytes | weights | bits/weight |\n|---|---|---|---:|---:|---:|\n");
+    for (const auto& r : tensor_rows) {
+      fmt::print("| {} | {} | [{}] | {} | {} | {:.2f} |\n", r["tensor"].get<std::string>(), r["dtype"].get<std::string>(),
+                 fmt::join(r["shape"].get<std::vector<int64_t>>(), ", "), r["bytes"].get<std::size_t>(),
+                 r["weights"].get<int64_t>(), r["bits_per_weight"].get<double>());
+    }
+  }
   if (!schemes.empty()) {
     fmt::print("\nquantized layers:\n");
     for (const auto& [name, scheme] : schemes) fmt::print("  {}: {}\n", name, scheme);
@@ -99,6 +118,7 @@ void add_inspect(CLI::App& app) {
   auto* sub = app.add_subcommand("inspect", "Parameters by module, bytes on disk and dtypes of a checkpoint");
   sub->add_option("--model", a->model, "Model folder")->required();
   sub->add_flag("--json", a->json, "Print JSON instead of a table");
+  sub->add_flag("--tensors", a->tensors, "One row per stored tensor: dtype, shape, bytes, bits per weight");
   sub->callback([a] { run(*a); });
 }
 
