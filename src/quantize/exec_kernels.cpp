@@ -53,12 +53,14 @@ class Int8Kernel : public nn::DenseKernel {
  public:
   Int8Kernel(const QTensor& w, const torch::Tensor& bias, Activations mode, std::optional<ActRange> range)
       : mode_(mode), range_(range) {
-    CONDENSE_CHECK(int8_capable(w.scheme), "int8 kernel: scheme {} is not 8-bit symmetric per-channel/per-tensor",
+    CONDENSE_CHECK(int8_capable(w.scheme), "int8 kernel: scheme {} is not symmetric uniform per-channel/per-tensor",
                    w.scheme.name());
     CONDENSE_CHECK(mode != Activations::None, "int8 kernel: activations must be quantized (static or dynamic)");
     CONDENSE_CHECK(mode != Activations::Static || range, "int8 kernel: static activations need a range");
-    auto codes = w.codes.contiguous();
     auto scale = w.scale.to(torch::kFloat32).expand({w.shape[0]}).contiguous();
+    // Narrower codes widened to int8: the dequantized values are exactly code · scale.
+    auto codes = w.scheme.bits == 8 ? w.codes.contiguous()
+                                    : torch::round(w.dequantize() / scale.unsqueeze(1)).to(torch::kInt8).contiguous();
     auto b = bias.defined() ? bias.detach().to(torch::kFloat32).contiguous() : torch::Tensor();
     n_ = w.shape[0];
     k_ = w.shape[1];

@@ -65,7 +65,10 @@ torch::Tensor TapKernel::forward(nn::DenseImpl& layer, const torch::Tensor& x) {
 }
 
 bool int8_capable(const Scheme& s) {
-  return s.bits == 8 && s.method == Method::Uniform && s.symmetric && s.granularity != Granularity::Group;
+  // Symmetric uniform codes of any width are integers times one scale per row: widened to int8
+  // they run through the same GEMM (W4A8, W2A8, binary weights with int8 activations).
+  return (s.method == Method::Uniform || s.method == Method::PowerOfTwo) && s.symmetric &&
+         s.granularity != Granularity::Group;
 }
 
 }  // namespace detail

@@ -277,6 +277,15 @@ TEST(Quantize, Int8KernelMatchesFakeQuantReference) {
     EXPECT_LT(max_abs(la - lb), 2e-3 * (1 + max_abs(lb))) << q::to_string(mode) << " " << backend;
     EXPECT_LT(max_abs(la - lf), 0.05 * (1 + max_abs(lf))) << q::to_string(mode) << " " << backend;
   }
+  // Narrower symmetric codes run through the same integer GEMM, widened to int8 (W4A8, W2A8).
+  for (int bits : {4, 2, 1}) {
+    auto a = tiny_model(2), b = tiny_model(2);
+    auto opts = q::QuantizeOptions().with_weights(Scheme().with_bits(bits)).with_activations(q::Activations::Static);
+    q::apply(a, opts, &data);
+    q::apply(b, opts.with_int8_kernels(false), &data);
+    auto la = logits_of(a, data), lb = logits_of(b, data);
+    EXPECT_LT(max_abs(la - lb), 2e-3 * (1 + max_abs(lb))) << bits << " bits " << backend;
+  }
   }
   ::unsetenv("CONDENSE_INT8_BACKEND");
 }
