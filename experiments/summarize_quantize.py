@@ -24,6 +24,7 @@ ROWS = [
     ("int8-static-entropy", "int8 static, entropy (KL) observer", "8/8", "per-channel"),
     ("int8-static-tensor", "int8 static, min/max, per-tensor weights", "8/8", "per-tensor"),
     ("int8-qat", "int8 QAT (1 epoch, teacher KD)", "8/8", "per-channel"),
+    ("w4a8", "W4A8: 4-bit symmetric weights (MSE ranges), int8 activations, int8 GEMM", "4/8", "per-channel"),
     ("int4-group", "4-bit group-wise PTQ", "4/32", "group 128"),
     ("int4-group-qat", "4-bit group-wise QAT (1 epoch, teacher KD)", "4/32", "group 128"),
     ("int2-mixed-qat", "2-bit group-wise, MSE ranges, Hessian mixed 2/4 bit, QAT (3 epochs)", "2-4/32", "group 128"),

@@ -1,6 +1,6 @@
 // Quantization: every quantizer within its named error bound, hand-computed codes, observers,
 // the int8 path against its fake-quant reference, storage round trips and corrupted files, QAT
-// gradients, Hessian sensitivity and bit assignment, layer diagnostics.
+// gradients, Hessian sensitivity and bit assignment, layer diagnostics, recipe errors.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -12,6 +12,7 @@
 #include "condense/core/file.h"
 #include "condense/io/safetensors.h"
 #include "condense/nn/checkpoint.h"
+#include "condense/pipeline/recipe.h"
 #include "condense/quantize/quantize.h"
 #include "single_thread.h"
 #include "test_util.h"
@@ -393,4 +394,41 @@ TEST(Quantize, LayerErrorsGrowAsBitsShrink) {
     EXPECT_LT(e8[i].relative_error, e2[i].relative_error) << e8[i].layer;
     EXPECT_NEAR(e0[i].relative_error, 0, 1e-7);
   }
+}
+
+// ---- recipes ----
+
+TEST(Quantize, RecipeFileErrorsNameFileAndKey) {
+  const auto dir = ct::scratch_dir("quantize_recipes");
+  auto write = [&](const std::string& name, const std::string& text) {
+    condense::write_file_atomic(dir / name, text);
+    return dir / name;
+  };
+  auto ok = condense::pipeline::load_quantize_recipe(write(
+      "ok.yaml", "weights: {bits: 4, granularity: group, group_size: 64, range: mse}\n"
+                 "activations: {mode: static, observer: entropy}\nmixed_precision: {low: 2, high: 4, budget: 2.5}\n"
+                 "qat: {epochs: 2, learning_rate: 1.0e-5, layer_losses: [{loss: hidden_mse, weight: 2}]}\n"));
+  EXPECT_EQ(ok.options.weights.bits, 4);
+  EXPECT_EQ(ok.options.weights.group_size, 64);
+  EXPECT_EQ(ok.options.weights.range, "mse");
+  EXPECT_EQ(ok.options.observer, q::Observer::Entropy);
+  ASSERT_TRUE(ok.mixed_precision && ok.qat);
+  EXPECT_DOUBLE_EQ(ok.mixed_precision->budget, 2.5);
+  EXPECT_EQ(ok.qat->train.epochs, 2);
+  ASSERT_EQ(ok.qat->layer_losses.size(), 1u);
+  EXPECT_DOUBLE_EQ(ok.qat->layer_losses[0].weight, 2);
+  auto err = ct::error_of([&] { condense::pipeline::load_quantize_recipe(write("typo.yaml", "weights: {bitz: 4}\n")); });
+  EXPECT_NE(err.find("typo.yaml"), std::string::npos) << err;
+  EXPECT_NE(err.find("weights.bitz"), std::string::npos) << err;
+  err = ct::error_of([&] { condense::pipeline::load_quantize_recipe(write("bits.yaml", "weights: {bits: 3}\n")); });
+  EXPECT_NE(err.find("bits.yaml"), std::string::npos) << err;
+  EXPECT_NE(err.find("bits must be 1, 2, 4 or 8"), std::string::npos) << err;
+  err = ct::error_of([&] {
+    condense::pipeline::load_quantize_recipe(write("mp.yaml", "mixed_precision: {low: 4, high: 2, budget: 3}\n"));
+  });
+  EXPECT_NE(err.find("mixed_precision"), std::string::npos) << err;
+  err = ct::error_of([&] {
+    condense::pipeline::load_quantize_recipe(write("act.yaml", "weights: {method: bf16}\nactivations: {mode: static}\n"));
+  });
+  EXPECT_NE(err.find("fp16/bf16 weights run with float activations"), std::string::npos) << err;
 }
