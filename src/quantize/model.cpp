@@ -448,6 +448,7 @@ nn::BertClassifier load(const fs::path& dir, QuantizedModel* out) {
   auto st = io::SafetensorsFile::open(file);
   const std::string src = file.string();
   nn::WeightOverrides overrides;
+  const auto params = model->named_parameters();
   for (const auto& [name, lj] : qj.at("layers").items()) {
     const std::string lwhere = where + ".layers." + name;
     LayerQuant l;
@@ -471,6 +472,10 @@ nn::BertClassifier load(const fs::path& dir, QuantizedModel* out) {
                                                         (s.method == Method::Uniform || s.method == Method::PowerOfTwo));
     l.weight.codebook = part(".weight_codebook", s.method == Method::KMeans);
     l.weight.validate(src + ": tensor '" + name + ".weight'");
+    const auto* param = params.find(name + ".weight");
+    CONDENSE_CHECK(param != nullptr && param->sizes() == c10::IntArrayRef(l.weight.shape),
+                   "{}: layer '{}' is not a [{}, {}] weight of this model (config.json and quantization_config disagree)",
+                   where, name, l.weight.shape[0], l.weight.shape[1]);
     if (lj.value("input", false)) {
       auto r = part(".input_range", true);
       CONDENSE_CHECK(r.scalar_type() == torch::kFloat32 && r.numel() == 2 && torch::isfinite(r).all().item<bool>() &&

@@ -328,6 +328,13 @@ TEST(Quantize, CorruptedFilesAreRejected) {
   condense::write_file_atomic(cfg_path, j.dump());
   auto err = ct::error_of([&] { q::load(dir / "q"); });
   EXPECT_NE(err.find("bert.encoder.layer.0.attention.self.query.weight"), std::string::npos) << err;
+  // A config with fewer layers than the quantized ones stored.
+  j = nlohmann::json::parse(good_cfg);
+  j["num_hidden_layers"] = 1;
+  condense::write_file_atomic(cfg_path, j.dump());
+  err = ct::error_of([&] { q::load(dir / "q"); });
+  EXPECT_NE(err.find("bert.encoder.layer.1."), std::string::npos) << err;
+  EXPECT_NE(err.find("is not a [32, 32] weight of this model"), std::string::npos) << err;
   // An unknown bit width.
   j = nlohmann::json::parse(good_cfg);
   j["quantization_config"]["layers"]["bert.encoder.layer.1.output.dense"]["bits"] = 3;
