@@ -27,8 +27,8 @@ case "$TASK" in
   *) echo "quantize_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 ALL_ROWS="fp16 bf16 int8-dynamic int8-static-minmax int8-static-ema int8-static-percentile int8-static-mse
-  int8-static-entropy int8-static-tensor int8-qat int4-group int4-group-qat int2-mixed-qat binary-qat
-  log4 kmeans16 kmeans256"
+  int8-static-entropy int8-static-tensor int8-qat w4a8 int4-group int4-group-qat int2-mixed-qat log4 kmeans16
+  kmeans256 binary-qat"
 ROWS="${*:-$ALL_ROWS}"
 
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/quantize"
@@ -57,6 +57,7 @@ for seed in $SEEDS; do
         int8-static-tensor) "$CLI" "${q[@]}" --recipe $R/int8-static.yaml --granularity tensor ;;
         int8-static-*) "$CLI" "${q[@]}" --recipe $R/int8-static.yaml --observer "${row#int8-static-}" ;;
         int8-qat)   "$CLI" "${q[@]}" --recipe $R/q8bert.yaml "${t[@]}" ;;
+        w4a8)       "$CLI" "${q[@]}" --recipe $R/w4a8.yaml ;;
         int4-group) "$CLI" "${q[@]}" --recipe $R/int4-group.yaml ;;
         int4-group-qat) "$CLI" "${q[@]}" --recipe $R/int4-group.yaml --qat "${t[@]}" ;;
         int2-mixed-qat) "$CLI" "${q[@]}" --recipe $R/qbert-2bit-mixed.yaml "${t[@]}" ;;
