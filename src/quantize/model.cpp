@@ -172,13 +172,11 @@ void run_batches(nn::BertClassifier& model, const train::EncodedDataset& data, i
   model->train(was_training);
 }
 
-void quantize_embedding(nn::BertClassifier& model, const std::string& name, torch::Tensor& table, const Scheme& s,
-                        QuantizedModel& q) {
+void quantize_embedding(const std::string& name, torch::Tensor& table, const Scheme& s, QuantizedModel& q) {
   torch::NoGradGuard guard;
   auto qt = quantize_tensor(table, s);
   table.copy_(qt.dequantize());
   q.layers[name] = {std::move(qt), std::nullopt};
-  (void)model;
 }
 
 }  // namespace
@@ -236,7 +234,7 @@ QuantizedModel apply(nn::BertClassifier& model, const QuantizeOptions& o, const 
     for (auto [name, table] : {std::pair{"bert.embeddings.word_embeddings", e.word_embeddings->weight},
                                std::pair{"bert.embeddings.position_embeddings", e.position_embeddings->weight},
                                std::pair{"bert.embeddings.token_type_embeddings", e.token_type_embeddings->weight}}) {
-      if (!kept_float(name, o)) quantize_embedding(model, name, table, *o.embeddings, q);
+      if (!kept_float(name, o)) quantize_embedding(name, table, *o.embeddings, q);
     }
   }
   return q;

@@ -545,13 +545,10 @@ ActRange RangeObserver::range() const {
   const double absmax = std::max(std::abs(lo_), std::abs(hi_));
   if (kind_ == Observer::Percentile) {
     const double p = percentile_ / 100.0;
-    auto sorted = std::get<0>(a.sort());
+    // One sort: of |x| for a symmetric range, of x for the two tails otherwise.
+    auto sorted = std::get<0>((symmetric_ ? a.abs() : a).sort());
     auto at = [&](double f) { return sorted[std::clamp<int64_t>(std::llround(f * (a.numel() - 1)), 0, a.numel() - 1)].item<double>(); };
-    if (symmetric_) {
-      auto abs_sorted = std::get<0>(a.abs().sort());
-      const double t = abs_sorted[std::clamp<int64_t>(std::llround(p * (a.numel() - 1)), 0, a.numel() - 1)].item<double>();
-      return {-t, t, true};
-    }
+    if (symmetric_) return {-at(p), at(p), true};
     return {at(1 - p), at(p), false};
   }
   if (kind_ == Observer::Mse) {
