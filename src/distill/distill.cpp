@@ -334,6 +334,9 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   const auto& tc = teacher->config();
   nn::BertConfig c = tc;
   c.num_hidden_layers = s.layers;
+  // A student has uniform layers even when the teacher was pruned to per-layer shapes.
+  c.layer_heads.clear();
+  c.layer_intermediate.clear();
   if (s.hidden_size) c.hidden_size = *s.hidden_size;
   if (s.num_attention_heads) c.num_attention_heads = *s.num_attention_heads;
   if (s.intermediate_size) c.intermediate_size = *s.intermediate_size;
@@ -384,7 +387,7 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
     return student;
   }
   CONDENSE_CHECK(c.hidden_size == tc.hidden_size && c.intermediate_size == tc.intermediate_size &&
-                     c.num_attention_heads == tc.num_attention_heads,
+                     c.num_attention_heads == tc.num_attention_heads && !tc.per_layer_shapes(),
                  "student option 'init' is 'teacher' but the student's widths (hidden {}, heads {}, intermediate {}) "
                  "differ from the teacher's ({}, {}, {}); use init: scratch",
                  c.hidden_size, c.num_attention_heads, c.intermediate_size, tc.hidden_size, tc.num_attention_heads,

@@ -44,6 +44,28 @@ void BertConfig::validate(const std::string& source) const {
   CONDENSE_CHECK(block_width() % num_attention_heads == 0,
                  "{}: field '{}' ({}) must be a multiple of num_attention_heads ({})", source,
                  bottleneck_size > 0 ? "condense_bottleneck_size" : "hidden_size", block_width(), num_attention_heads);
+  if (!layer_heads.empty()) {
+    CONDENSE_CHECK(static_cast<int64_t>(layer_heads.size()) == num_hidden_layers,
+                   "{}: field 'condense_layer_heads' has {} entries for {} layers", source, layer_heads.size(),
+                   num_hidden_layers);
+    for (auto h : layer_heads) {
+      CONDENSE_CHECK(h >= 1 && h <= num_attention_heads,
+                     "{}: field 'condense_layer_heads' holds {}, expected 1..num_attention_heads ({})", source, h,
+                     num_attention_heads);
+    }
+  }
+  if (!layer_intermediate.empty()) {
+    CONDENSE_CHECK(static_cast<int64_t>(layer_intermediate.size()) == num_hidden_layers,
+                   "{}: field 'condense_intermediate_sizes' has {} entries for {} layers", source,
+                   layer_intermediate.size(), num_hidden_layers);
+    for (auto w : layer_intermediate) {
+      CONDENSE_CHECK(w >= 1, "{}: field 'condense_intermediate_sizes' holds {}, expected >= 1", source, w);
+    }
+  }
+  CONDENSE_CHECK(!per_layer_shapes() || (bottleneck_size == 0 && num_ffn == 1),
+                 "{}: per-layer shapes (condense_layer_heads / condense_intermediate_sizes) need a plain BERT layer, "
+                 "not a bottleneck one",
+                 source);
   CONDENSE_CHECK(hidden_dropout_prob >= 0 && hidden_dropout_prob < 1, "{}: field 'hidden_dropout_prob' must be in [0,1)",
                  source);
   CONDENSE_CHECK(attention_probs_dropout_prob >= 0 && attention_probs_dropout_prob < 1,
@@ -90,6 +112,8 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   }
   c.bottleneck_size = get_or<int64_t>(j, "condense_bottleneck_size", 0, source);
   c.num_ffn = get_or<int64_t>(j, "condense_num_ffn", 1, source);
+  c.layer_heads = get_or<std::vector<int64_t>>(j, "condense_layer_heads", {}, source);
+  c.layer_intermediate = get_or<std::vector<int64_t>>(j, "condense_intermediate_sizes", {}, source);
   if (j.contains("position_embedding_type") && j["position_embedding_type"].is_string()) {
     auto p = j["position_embedding_type"].get<std::string>();
     CONDENSE_CHECK(p == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported",
@@ -104,6 +128,14 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   c.extra = j;
   c.validate(source);
   return c;
+}
+
+int64_t BertConfig::heads_at(int64_t layer) const {
+  return layer_heads.empty() ? num_attention_heads : layer_heads.at(static_cast<std::size_t>(layer));
+}
+
+int64_t BertConfig::intermediate_at(int64_t layer) const {
+  return layer_intermediate.empty() ? intermediate_size : layer_intermediate.at(static_cast<std::size_t>(layer));
 }
 
 BertConfig BertConfig::load(const std::filesystem::path& config_json) {
@@ -139,6 +171,17 @@ nlohmann::json BertConfig::to_json() const {
   j.erase("condense_num_ffn");
   if (bottleneck_size > 0) j["condense_bottleneck_size"] = bottleneck_size;
   if (num_ffn != 1) j["condense_num_ffn"] = num_ffn;
+  j.erase("condense_layer_heads");
+  j.erase("condense_intermediate_sizes");
+  if (!layer_heads.empty()) j["condense_layer_heads"] = layer_heads;
+  if (!layer_intermediate.empty()) j["condense_intermediate_sizes"] = layer_intermediate;
+  // Per-layer shapes need the modeling file checkpoint.h writes beside the weights.
+  j.erase("auto_map");
+  if (per_layer_shapes()) {
+    j["auto_map"] = {{"AutoModelForSequenceClassification",
+                      "modeling_condense.CondensePrunedBertForSequenceClassification"}};
+    j["architectures"] = {"CondensePrunedBertForSequenceClassification"};
+  }
   nlohmann::json id2label = nlohmann::json::object(), label2id = nlohmann::json::object();
   for (int64_t i = 0; i < num_labels; ++i) {
     id2label[std::to_string(i)] = "LABEL_" + std::to_string(i);
@@ -170,12 +213,12 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   return dropout(LayerNorm(x, token_mask));
 }
 
-BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c)
-    : heads(c.num_attention_heads), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
-  const int64_t w = c.block_width();
-  query = register_module("query", Dense(w, w, c.norm));
-  key = register_module("key", Dense(w, w, c.norm));
-  value = register_module("value", Dense(w, w, c.norm));
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c, int64_t heads_)
+    : heads(heads_), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
+  const int64_t w = c.block_width(), inner = heads * head_dim;
+  query = register_module("query", Dense(w, inner, c.norm));
+  key = register_module("key", Dense(w, inner, c.norm));
+  value = register_module("value", Dense(w, inner, c.norm));
   dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
 }
 
@@ -196,6 +239,7 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch
     if (taps->want_probs) taps->probs = probs;
     context = torch::matmul(dropout(probs), v);
   }
+  if (head_gate.defined()) context = context * head_gate.view({1, heads, 1, 1});
   return context.transpose(1, 2).reshape({b, s, heads * head_dim});
 }
 
@@ -210,9 +254,9 @@ torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torc
   return LayerNorm(dropout(dense(x)) + residual, token_mask);
 }
 
-BertAttentionImpl::BertAttentionImpl(const BertConfig& c) {
-  self = register_module("self", BertSelfAttention(c));
-  output = register_module("output", BertResidualOutput(c.block_width(), c.block_width(), c));
+BertAttentionImpl::BertAttentionImpl(const BertConfig& c, int64_t heads) {
+  self = register_module("self", BertSelfAttention(c, heads));
+  output = register_module("output", BertResidualOutput(heads * c.head_dim(), c.block_width(), c));
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
@@ -220,14 +264,17 @@ torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   return output(self(x, additive_mask, taps), x, token_mask);
 }
 
-BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c) : act(c.hidden_act) {
-  dense = register_module("dense", Dense(c.block_width(), c.intermediate_size, c.norm));
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c, int64_t width) : act(c.hidden_act) {
+  dense = register_module("dense", Dense(c.block_width(), width, c.norm));
 }
 
-torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) { return activation(dense(x), act); }
+torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) {
+  auto y = activation(dense(x), act);
+  return neuron_gate.defined() ? y * neuron_gate : y;
+}
 
 BertFeedForwardImpl::BertFeedForwardImpl(const BertConfig& c) {
-  intermediate = register_module("intermediate", BertIntermediate(c));
+  intermediate = register_module("intermediate", BertIntermediate(c, c.intermediate_size));
   output = register_module("output", BertResidualOutput(c.intermediate_size, c.block_width(), c));
 }
 
@@ -245,10 +292,10 @@ torch::Tensor BertBottleneckImpl::down(const torch::Tensor& x, const torch::Tens
   return input_norm(input_dense(x), token_mask);
 }
 
-BertLayerImpl::BertLayerImpl(const BertConfig& c) {
-  attention = register_module("attention", BertAttention(c));
-  intermediate = register_module("intermediate", BertIntermediate(c));
-  output = register_module("output", BertResidualOutput(c.intermediate_size, c.block_width(), c));
+BertLayerImpl::BertLayerImpl(const BertConfig& c, int64_t index) {
+  attention = register_module("attention", BertAttention(c, c.heads_at(index)));
+  intermediate = register_module("intermediate", BertIntermediate(c, c.intermediate_at(index)));
+  output = register_module("output", BertResidualOutput(c.intermediate_at(index), c.block_width(), c));
   if (c.bottleneck_size > 0) bottleneck = register_module("bottleneck", BertBottleneck(c));
   if (c.num_ffn > 1) {
     ffn = register_module("ffn", torch::nn::ModuleList());
@@ -269,7 +316,7 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {
   layer = register_module("layer", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(BertLayer(c));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(BertLayer(c, i));
 }
 
 BertPoolerImpl::BertPoolerImpl(const BertConfig& c) {
@@ -342,9 +389,19 @@ BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const tor
                        std::numeric_limits<float>::lowest();
   if (options.hidden_states) out.hidden_states.push_back(x);
   const bool tap = options.attentions || options.attention_scores;
-  for (const auto& m : *bert->encoder->layer) {
+  const int64_t n_layers = static_cast<int64_t>(bert->encoder->layer->size());
+  std::vector<int64_t> order = active_layers;
+  if (order.empty()) {
+    for (int64_t i = 0; i < n_layers; ++i) order.push_back(i);
+  }
+  for (int64_t li : order) {
+    CONDENSE_CHECK(li >= 0 && li < n_layers, "active layer {} is outside 0..{}", li, n_layers - 1);
+    const auto& m = bert->encoder->layer[static_cast<std::size_t>(li)];
     AttentionTaps taps{options.attentions, options.attention_scores, {}, {}};
-    x = m->as<BertLayerImpl>()->forward(x, additive_mask, tap ? &taps : nullptr, token_mask);
+    // LayerDrop: a skipped layer passes its input through. Not while attention maps are tapped
+    // (a distillation loss reads every layer's map).
+    const bool skip = is_training() && layerdrop > 0 && !tap && torch::rand({1}).item<double>() < layerdrop;
+    if (!skip) x = m->as<BertLayerImpl>()->forward(x, additive_mask, tap ? &taps : nullptr, token_mask);
     if (options.hidden_states) out.hidden_states.push_back(x);
     if (options.attentions) out.attentions.push_back(taps.probs);
     if (options.attention_scores) out.attention_scores.push_back(taps.scores);

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <map>
+#include <cstring>
 #include <set>
 
 #include "condense/core/error.h"
@@ -130,6 +131,95 @@ void load_weights(BertClassifier& model, const fs::path& file, LoadReport* repor
   if (report) *report = std::move(local);
 }
 
+namespace {
+
+constexpr const char* kSparseKey = "sparsity_config";
+
+// Decodes the sparse tensors listed in config.json into dense overrides, checking every part.
+WeightOverrides decode_sparse(BertClassifier& model, const nlohmann::json& sc, const fs::path& file,
+                              const std::string& where) {
+  WeightOverrides o;
+  std::vector<std::string> names;
+  try {
+    CONDENSE_CHECK(sc.at("format").get<std::string>() == "bitmap" && sc.at("format_version").get<int>() == 1,
+                   "{}: unsupported format/format_version (expected bitmap, 1)", where);
+    names = sc.at("tensors").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: {}", where, e.what());
+  }
+  auto st = io::SafetensorsFile::open(file);
+  const std::string src = file.string();
+  auto params = model->named_parameters();
+  for (const auto& name : names) {
+    const auto* param = params.find(name);
+    CONDENSE_CHECK(param != nullptr, "{}: tensor '{}' is not a parameter of this model", where, name);
+    const auto* bv = st.find(name + "_bitmap");
+    const auto* vv = st.find(name + "_values");
+    CONDENSE_CHECK(bv != nullptr && vv != nullptr, "{}: tensor '{}_bitmap' or '{}_values' is missing", src, name, name);
+    const int64_t n = param->numel();
+    CONDENSE_CHECK(bv->dtype == io::DType::U8 && bv->numel() == (n + 7) / 8,
+                   "{}: tensor '{}_bitmap' must be {} uint8 bytes for a {} weight", src, name, (n + 7) / 8,
+                   shape_str(param->sizes()));
+    auto bytes = torch::empty({bv->numel()}, torch::kUInt8);
+    std::memcpy(bytes.data_ptr(), bv->data, bv->nbytes);
+    // Bit j of byte k is entry 8k + j.
+    auto bits = bytes.unsqueeze(1).bitwise_right_shift(torch::arange(8, torch::kUInt8)).bitwise_and(1);
+    auto mask = bits.reshape({-1}).slice(0, 0, n).to(torch::kBool);
+    const int64_t nnz = mask.sum().item<int64_t>();
+    CONDENSE_CHECK(vv->dtype == io::DType::F32 && vv->numel() == nnz,
+                   "{}: tensor '{}_values' must hold {} float32 values (the bitmap's set bits), found {}", src, name,
+                   nnz, vv->numel());
+    auto values = torch::empty({nnz}, torch::kFloat32);
+    std::memcpy(values.data_ptr(), vv->data, vv->nbytes);
+    CONDENSE_CHECK(torch::isfinite(values).all().item<bool>(), "{}: tensor '{}_values' contains NaN or Inf", src, name);
+    auto dense = torch::zeros({n}, torch::kFloat32);
+    dense.masked_scatter_(mask, values);
+    o.tensors[name] = dense.view(param->sizes());
+    o.consumed.insert(name + "_bitmap");
+    o.consumed.insert(name + "_values");
+  }
+  return o;
+}
+
+}  // namespace
+
+SparseSaveReport save_sparse(BertClassifier& model, const fs::path& dir, const fs::path& tokenizer_dir,
+                             const std::map<std::string, std::string>& metadata,
+                             const std::map<std::string, std::string>& extra_files) {
+  SparseSaveReport r;
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  std::vector<std::string> sparse;
+  torch::NoGradGuard guard;
+  for (const auto& item : model->named_parameters()) {
+    const auto& name = item.key();
+    auto w = item.value().detach().to(torch::kFloat32).contiguous();
+    const bool encoder_weight = name.rfind("bert.encoder.", 0) == 0 && w.dim() == 2;
+    const int64_t n = w.numel(), nnz = encoder_weight ? w.ne(0).sum().item<int64_t>() : n;
+    // Bitmap + values beat dense fp32 below 31/32 density.
+    if (!encoder_weight || nnz * 32 + n > n * 32) {
+      tensors.emplace_back(name, item.value().detach());
+      continue;
+    }
+    auto flat = w.reshape({-1});
+    auto mask = flat.ne(0);
+    auto padded = torch::zeros({(n + 7) / 8 * 8}, torch::kUInt8);
+    padded.slice(0, 0, n).copy_(mask.to(torch::kUInt8));
+    auto bitmap = padded.view({-1, 8}).bitwise_left_shift(torch::arange(8, torch::kUInt8)).sum(1).to(torch::kUInt8);
+    tensors.emplace_back(name + "_bitmap", bitmap);
+    tensors.emplace_back(name + "_values", flat.masked_select(mask));
+    sparse.push_back(name);
+    r.sparse_tensors += 1;
+    r.stored_values += nnz;
+    r.dense_entries += n;
+  }
+  for (const auto& item : model->named_buffers()) tensors.emplace_back(item.key(), item.value().detach());
+  auto config = model->config().to_json();
+  config[kSparseKey] = {{"format", "bitmap"}, {"format_version", 1}, {"tensors", sparse}};
+  auto files = extra_files;
+  save_tensors_folder(tensors, config, dir, tokenizer_dir, metadata, files);
+  return r;
+}
+
 BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_labels, LoadReport* report) {
   CONDENSE_CHECK(fs::is_directory(dir), "{}: not a model directory", dir.string());
   auto cfg = BertConfig::load(dir / "config.json");
@@ -141,8 +231,18 @@ BertClassifier load_classifier(const fs::path& dir, std::optional<int64_t> num_l
     CONDENSE_CHECK(*num_labels > 0, "num_labels must be positive, found {}", *num_labels);
     cfg.num_labels = *num_labels;
   }
+  std::optional<nlohmann::json> sparse;
+  if (cfg.extra.contains(kSparseKey)) {
+    sparse = cfg.extra[kSparseKey];
+    cfg.extra.erase(kSparseKey);  // a model saved again is dense unless saved with save_sparse
+  }
   BertClassifier model(cfg);
-  load_weights(model, dir / "model.safetensors", report);
+  if (sparse) {
+    auto overrides = decode_sparse(model, *sparse, dir / "model.safetensors", (dir / "config.json").string() + ": " + kSparseKey);
+    load_weights(model, dir / "model.safetensors", report, &overrides);
+  } else {
+    load_weights(model, dir / "model.safetensors", report);
+  }
   return model;
 }
 
@@ -225,10 +325,43 @@ void save_module_folder(torch::nn::Module& module, const nlohmann::json& config,
   save_tensors_folder(tensors, config, target, tokenizer_dir, metadata, extra_files);
 }
 
+namespace {
+// transformers' BertConfig holds one head count and one FFN width, so a model pruned to per-layer
+// shapes ships this modeling file (config.json auto_map points at it): it builds the standard BERT
+// and resizes each layer's linear layers before the weights load. Transformers' attention infers
+// the head count from the projection width, so nothing else changes.
+constexpr const char* kPrunedBertModeling = R"PY(# Written by condense: BERT with per-layer attention heads and FFN widths (a pruned model).
+# Load with AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).
+from torch import nn
+from transformers import BertForSequenceClassification
+
+
+class CondensePrunedBertForSequenceClassification(BertForSequenceClassification):
+    def __init__(self, config):
+        super().__init__(config)
+        n = config.num_hidden_layers
+        head_dim = config.hidden_size // config.num_attention_heads
+        heads = getattr(config, "condense_layer_heads", None) or [config.num_attention_heads] * n
+        widths = getattr(config, "condense_intermediate_sizes", None) or [config.intermediate_size] * n
+        hidden = config.hidden_size
+        for layer, h, w in zip(self.bert.encoder.layer, heads, widths):
+            inner = h * head_dim
+            att = layer.attention.self
+            att.query, att.key, att.value = nn.Linear(hidden, inner), nn.Linear(hidden, inner), nn.Linear(hidden, inner)
+            att.num_attention_heads, att.all_head_size = h, inner
+            layer.attention.output.dense = nn.Linear(inner, hidden)
+            layer.intermediate.dense = nn.Linear(hidden, w)
+            layer.output.dense = nn.Linear(w, hidden)
+        self.post_init()
+)PY";
+}  // namespace
+
 void save_pretrained(BertClassifier& model, const fs::path& target, const fs::path& tokenizer_dir,
                      const std::map<std::string, std::string>& metadata,
                      const std::map<std::string, std::string>& extra_files) {
-  save_module_folder(*model, model->config().to_json(), target, tokenizer_dir, metadata, extra_files);
+  auto files = extra_files;
+  if (model->config().per_layer_shapes()) files[kPrunedModelingFile] = kPrunedBertModeling;
+  save_module_folder(*model, model->config().to_json(), target, tokenizer_dir, metadata, files);
 }
 
 void load_module_weights(torch::nn::Module& module, const fs::path& file) {

@@ -224,6 +224,61 @@ QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path) {
   return out;
 }
 
+PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
+  auto root = load_yaml(path);
+  Reader r{path.string()};
+  PruneRecipe out;
+  if (!root || root.IsNull()) return out;
+  r.only_keys(root, "", {"name", "description", "prune", "train", "distill"});
+  auto& o = out.options;
+  if (auto p = root["prune"]) {
+    r.only_keys(p, "prune", {"criterion", "granularity", "sparsity", "global", "schedule", "update_every", "steps", "nm",
+                             "depth", "layer_select", "regularization", "score_batches", "layerdrop"});
+    std::string criterion = prune::to_string(o.criterion), granularity = prune::to_string(o.granularity),
+                schedule = prune::to_string(o.schedule), nm;
+    r.get(p, "prune", "criterion", criterion);
+    r.get(p, "prune", "granularity", granularity);
+    r.get(p, "prune", "schedule", schedule);
+    r.get(p, "prune", "sparsity", o.sparsity);
+    r.get(p, "prune", "global", o.global);
+    r.get(p, "prune", "update_every", o.update_every);
+    r.get(p, "prune", "steps", o.steps);
+    r.get(p, "prune", "depth", o.depth);
+    r.get(p, "prune", "layer_select", o.layer_select);
+    r.get(p, "prune", "regularization", o.regularization);
+    r.get(p, "prune", "score_batches", o.score_batches);
+    r.get(p, "prune", "layerdrop", o.layerdrop);
+    r.get(p, "prune", "nm", nm);
+    try {
+      o.criterion = prune::parse_criterion(criterion);
+      o.granularity = prune::parse_granularity(granularity);
+      o.schedule = prune::parse_schedule(schedule);
+      if (!nm.empty()) {
+        const auto colon = nm.find(':');
+        CONDENSE_CHECK(colon != std::string::npos, "'nm' must look like 2:4, found '{}'", nm);
+        o.n = std::stoll(nm.substr(0, colon));
+        o.m = std::stoll(nm.substr(colon + 1));
+      }
+    } catch (const Error& e) {
+      fail("{}: field 'prune': {}", path.string(), e.what());
+    } catch (const std::exception&) {
+      fail("{}: field 'prune.nm': expected N:M with integers, found '{}'", path.string(), nm);
+    }
+  }
+  if (auto t = root["train"]) read_train(r, t, "train", o.train, nullptr, nullptr);
+  if (auto d = root["distill"]) {
+    r.only_keys(d, "distill", {"alpha", "temperature"});
+    r.get(d, "distill", "alpha", out.alpha);
+    r.get(d, "distill", "temperature", out.temperature);
+  }
+  try {
+    o.validate();
+  } catch (const Error& e) {
+    fail("{}: {}", path.string(), e.what());
+  }
+  return out;
+}
+
 Recipe load_recipe(const std::filesystem::path& path) {
   auto root = load_yaml(path);
   Reader r{path.string()};

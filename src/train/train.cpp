@@ -271,6 +271,7 @@ TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, co
                    std::isnan(value) ? "NaN" : (value > 0 ? "+Inf" : "-Inf"), lr);
     loss.backward();
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(clipped, o.max_grad_norm);
+    if (o.after_backward) o.after_backward(s.step);
     opt->step();
     ++s.step;
     examples += batch.size();

@@ -11,4 +11,5 @@ void add_bench(CLI::App& app);
 void add_export(CLI::App& app);
 void add_report(CLI::App& app);
 void add_quantize(CLI::App& app);
+void add_prune(CLI::App& app);
 }  // namespace condense::cli

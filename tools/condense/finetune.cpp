@@ -13,6 +13,7 @@ struct FinetuneArgs {
   TaskFlags task;
   TrainFlags train;
   int threads = 0;
+  double layerdrop = 0;
 };
 
 void run(const FinetuneArgs& a) {
@@ -33,7 +34,10 @@ void run(const FinetuneArgs& a) {
   auto model = nn::load_classifier(a.model, info.num_labels, &report);
   auto enc_train = train::encode(train_set, tokenizer, max_len);
   auto enc_dev = train::encode(dev, tokenizer, max_len);
+  CONDENSE_CHECK(a.layerdrop >= 0 && a.layerdrop < 1, "--layerdrop must be in [0, 1), found {}", a.layerdrop);
+  model->layerdrop = a.layerdrop;  // LayerDrop (Fan et al. 2020): prune to any depth later
   auto tr = train::finetune(model, enc_train, o);
+  model->layerdrop = 0;
   if (o.resume && tr.resumed_from == 0) {
     fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.state_dir.string());
   }
@@ -45,6 +49,7 @@ void run(const FinetuneArgs& a) {
   auto summary = run_summary("finetune", train_set, dev, o, tr, ev, model_shape(model));
   summary["base_model"] = a.model;
   summary["max_length"] = max_len;
+  if (a.layerdrop > 0) summary["layerdrop"] = a.layerdrop;
   nn::save_pretrained(model, a.out, a.model, {{"condense", "finetune"}}, {{"metrics.json", summary.dump(2) + "\n"}});
   drop_state(a.train, o.state_dir);
   fmt::print("{} dev {}: {}  ({} train examples, {:.0f} ex/s, {:.0f} s) -> {}\n", info.name, info.main_metric,
@@ -59,6 +64,9 @@ void add_finetune(CLI::App& app) {
   sub->add_option("--model", a->model, "Hugging Face model folder (config.json, model.safetensors, vocab.txt)")->required();
   sub->add_option("--out", a->out, "Output model folder")->required();
   a->task.add_to(*sub);
+  sub->add_option("--layerdrop", a->layerdrop,
+                  "Skip each layer with this probability while training (LayerDrop; then condense prune "
+                  "--granularity layers picks any depth)");
   a->train.add_to(*sub);
   add_threads_flag(*sub, a->threads);
   sub->callback([a] { run(*a); });

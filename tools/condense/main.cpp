@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   condense::cli::add_export(app);
   condense::cli::add_report(app);
   condense::cli::add_quantize(app);
+  condense::cli::add_prune(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

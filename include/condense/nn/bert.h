@@ -48,12 +48,22 @@ struct BertConfig {
   /// FFNs stacked per layer (MobileBERT uses 4 to restore the FFN/attention parameter ratio that
   /// the narrow block loses). Stored as `condense_num_ffn`.
   int64_t num_ffn = 1;
+  /// Per-layer attention heads and FFN widths of a physically pruned model (prune/, Michel et al.
+  /// 2019 heads, FFN neurons): empty = every layer has num_attention_heads and intermediate_size.
+  /// head_dim stays hidden_size / num_attention_heads. Stored as `condense_layer_heads` and
+  /// `condense_intermediate_sizes`; each layer keeps at least one head and one neuron.
+  std::vector<int64_t> layer_heads, layer_intermediate;
   /// Everything else in the file, kept so that a round trip does not lose fields.
   nlohmann::json extra = nlohmann::json::object();
 
   /// Width attention and FFNs run at: bottleneck_size when set, else hidden_size.
   int64_t block_width() const { return bottleneck_size > 0 ? bottleneck_size : hidden_size; }
   int64_t head_dim() const { return block_width() / num_attention_heads; }
+  /// Heads and FFN width of layer i (the per-layer values when set).
+  int64_t heads_at(int64_t layer) const;
+  int64_t intermediate_at(int64_t layer) const;
+  /// Whether some layer's heads or FFN width differ from the uniform values.
+  bool per_layer_shapes() const { return !layer_heads.empty() || !layer_intermediate.empty(); }
   /// Whether Hugging Face's BertForSequenceClassification can hold this model.
   bool hf_compatible() const { return norm == NormKind::LayerNorm && bottleneck_size == 0 && num_ffn == 1; }
   /// Throws condense::Error naming `source` and the field when values are inconsistent.
@@ -106,7 +116,7 @@ TORCH_MODULE(BertEmbeddings);
 
 class BertSelfAttentionImpl : public torch::nn::Module {
  public:
-  explicit BertSelfAttentionImpl(const BertConfig& c);
+  BertSelfAttentionImpl(const BertConfig& c, int64_t heads);
   /// additive_mask: [batch, 1, 1, seq], 0 for tokens and a large negative number for padding.
   /// When taps is non-null its requested fields receive the attention probabilities / scores.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
@@ -114,6 +124,10 @@ class BertSelfAttentionImpl : public torch::nn::Module {
   torch::nn::Dropout dropout{nullptr};
   int64_t heads = 0, head_dim = 0;
   double dropout_p = 0;
+  /// Optional [heads] multipliers of each head's context (Michel et al. 2019 head mask): pruning
+  /// reads its gradient as head importance and zeroes pruned heads with it. Undefined = none; not a
+  /// parameter, so it is never saved.
+  torch::Tensor head_gate;
 };
 TORCH_MODULE(BertSelfAttention);
 
@@ -130,7 +144,7 @@ TORCH_MODULE(BertResidualOutput);
 
 class BertAttentionImpl : public torch::nn::Module {
  public:
-  explicit BertAttentionImpl(const BertConfig& c);
+  BertAttentionImpl(const BertConfig& c, int64_t heads);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
                         const torch::Tensor& token_mask = {});
   BertSelfAttention self{nullptr};
@@ -140,10 +154,12 @@ TORCH_MODULE(BertAttention);
 
 class BertIntermediateImpl : public torch::nn::Module {
  public:
-  explicit BertIntermediateImpl(const BertConfig& c);
+  BertIntermediateImpl(const BertConfig& c, int64_t width);
   torch::Tensor forward(const torch::Tensor& x);
   Dense dense{nullptr};
   std::string act;
+  /// Optional [width] multipliers of the activations (FFN-neuron mask, as head_gate); never saved.
+  torch::Tensor neuron_gate;
 };
 TORCH_MODULE(BertIntermediate);
 
@@ -171,7 +187,7 @@ TORCH_MODULE(BertBottleneck);
 
 class BertLayerImpl : public torch::nn::Module {
  public:
-  explicit BertLayerImpl(const BertConfig& c);
+  BertLayerImpl(const BertConfig& c, int64_t index);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
                         const torch::Tensor& token_mask = {});
   BertAttention attention{nullptr};
@@ -223,6 +239,12 @@ class BertClassifierImpl : public torch::nn::Module {
   /// Layer i of the encoder.
   BertLayer layer(int64_t i) const;
   int64_t num_parameters() const;
+  /// LayerDrop (Fan et al. 2020): in training mode each encoder layer is skipped with this
+  /// probability (structured dropout), which makes the model robust to removing layers later.
+  double layerdrop = 0;
+  /// Encoder layers forward() runs, in order (empty = all): a LayerDrop-trained model evaluated at a
+  /// smaller depth without rebuilding it, and layer-importance scoring in pruning.
+  std::vector<int64_t> active_layers;
 
   BertModel bert{nullptr};
   torch::nn::Dropout dropout{nullptr};

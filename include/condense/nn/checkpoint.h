@@ -46,7 +46,11 @@ BertClassifier load_classifier(const std::filesystem::path& dir, std::optional<i
 void load_weights(BertClassifier& model, const std::filesystem::path& safetensors_file, LoadReport* report = nullptr,
                   const WeightOverrides* overrides = nullptr);
 
-/// Writes model.safetensors and config.json, and copies the tokenizer files (vocab.txt,
+/// The modeling file save_pretrained adds for models with per-layer shapes (see BertConfig).
+inline constexpr const char* kPrunedModelingFile = "modeling_condense.py";
+
+/// Writes model.safetensors and config.json (plus modeling_condense.py when the model has
+/// per-layer shapes, so `transformers` can load it with trust_remote_code), and copies the tokenizer files (vocab.txt,
 /// tokenizer_config.json, tokenizer.json, special_tokens_map.json) found in `tokenizer_dir`.
 /// `metadata` goes into the safetensors header; `extra_files` (name -> contents, e.g. metrics.json)
 /// are written beside the model inside the same atomic publish.
@@ -73,6 +77,21 @@ void save_tensors_folder(const std::vector<std::pair<std::string, torch::Tensor>
 /// with its shape and finite; a tensor the module does not have is an error too (strict: these
 /// files are condense's own).
 void load_module_weights(torch::nn::Module& module, const std::filesystem::path& safetensors_file);
+
+/// Sparse storage of unstructured pruning (prune/): each weight with enough zeros is stored as
+/// `<name>_values` (its nonzero entries, fp32, row-major) and `<name>_bitmap` (uint8, bit j of byte
+/// k set when entry 8k + j is nonzero) — 32·d + 1 bits per entry at density d, so a weight is stored
+/// this way only below 31/32 density — and config.json lists them under `sparsity_config`.
+/// load_classifier decodes such folders transparently (they are ordinary condense models);
+/// `condense export` writes them dense for Hugging Face.
+struct SparseSaveReport {
+  int64_t sparse_tensors = 0;
+  int64_t stored_values = 0, dense_entries = 0;  ///< over the sparse tensors
+};
+SparseSaveReport save_sparse(BertClassifier& model, const std::filesystem::path& dir,
+                             const std::filesystem::path& tokenizer_dir,
+                             const std::map<std::string, std::string>& metadata = {},
+                             const std::map<std::string, std::string>& extra_files = {});
 
 /// Whether a safetensors file carries a masked-LM head (`cls.predictions.bias`).
 bool has_mlm_head(const std::filesystem::path& safetensors_file);

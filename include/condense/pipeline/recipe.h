@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "condense/distill/distill.h"
+#include "condense/prune/prune.h"
 #include "condense/quantize/quantize.h"
 
 namespace condense::pipeline {
@@ -84,5 +85,20 @@ struct QuantizeRecipe {
   std::optional<Qat> qat;
 };
 QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path);
+
+/// A pruning recipe (`condense prune --recipe`):
+///
+/// ```yaml
+/// prune: {criterion: movement, granularity: unstructured, sparsity: 0.9, global: false,
+///         schedule: cubic, update_every: 50, steps: 4, nm: "2:4", depth: 3,
+///         layer_select: importance, regularization: 1.0e-5, score_batches: 32, layerdrop: 0}
+/// train: {epochs: 3, learning_rate: 3.0e-5, batch_size: 32}   # fine-tuning while/after pruning
+/// distill: {alpha: 0.5, temperature: 2.0}                      # with --teacher
+/// ```
+struct PruneRecipe {
+  prune::PruneOptions options;
+  double alpha = 0.5, temperature = 2.0;
+};
+PruneRecipe load_prune_recipe(const std::filesystem::path& path);
 
 }  // namespace condense::pipeline

@@ -76,6 +76,9 @@ struct TrainOptions {
   bool resume = false;             ///< continue from state_dir/train_state.pt when present
   int64_t stop_after = -1;         ///< stop after this many steps (testing interruptions); -1 = run to the end
   std::function<void(const Progress&)> on_progress;  ///< called after every step
+  /// Called after backward and clipping, before the optimizer step, with the step index: stages
+  /// that read gradients (pruning importance, movement scores) accumulate them here.
+  std::function<void(int64_t step)> after_backward;
 
   TrainOptions& with_epochs(int64_t v) { epochs = v; return *this; }
   TrainOptions& with_batch_size(int64_t v) { batch_size = v; return *this; }

@@ -1,0 +1,717 @@
+#include "condense/prune/prune.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "condense/core/error.h"
+#include "condense/data/glue.h"
+
+namespace condense::prune {
+
+namespace {
+
+// ---- names -------------------------------------------------------------------------------------
+
+template <typename E, std::size_t N>
+E parse_enum(const std::string& name, const std::pair<const char*, E> (&table)[N], const char* what) {
+  std::string known;
+  for (const auto& [k, v] : table) {
+    if (name == k) return v;
+    known += known.empty() ? k : std::string(", ") + k;
+  }
+  fail("unknown {} '{}', expected one of {}", what, name, known);
+}
+
+template <typename E, std::size_t N>
+std::string enum_name(E e, const std::pair<const char*, E> (&table)[N]) {
+  for (const auto& [k, v] : table) {
+    if (v == e) return k;
+  }
+  return "?";
+}
+
+constexpr std::pair<const char*, Criterion> kCriteria[] = {
+    {"magnitude", Criterion::Magnitude}, {"taylor", Criterion::Taylor}, {"movement", Criterion::Movement},
+    {"l1", Criterion::L1},               {"l2", Criterion::L2},         {"entropy", Criterion::Entropy}};
+constexpr std::pair<const char*, Granularity> kGranularities[] = {
+    {"unstructured", Granularity::Unstructured}, {"nm", Granularity::NM},
+    {"heads", Granularity::Heads},               {"neurons", Granularity::Neurons},
+    {"heads+neurons", Granularity::HeadsNeurons}, {"layers", Granularity::Layers}};
+constexpr std::pair<const char*, Schedule> kSchedules[] = {
+    {"oneshot", Schedule::OneShot}, {"iterative", Schedule::Iterative}, {"cubic", Schedule::Cubic}};
+
+bool weight_level(Granularity g) { return g == Granularity::Unstructured || g == Granularity::NM; }
+bool prunes_heads(Granularity g) { return g == Granularity::Heads || g == Granularity::HeadsNeurons; }
+bool prunes_neurons(Granularity g) { return g == Granularity::Neurons || g == Granularity::HeadsNeurons; }
+
+// ---- the model's prunable parts ----------------------------------------------------------------
+
+struct DenseRef {
+  std::string name;  // parameter name of the weight
+  nn::Dense dense;
+};
+
+std::vector<DenseRef> encoder_denses(nn::BertClassifier& model) {
+  std::vector<DenseRef> out;
+  for (int64_t i = 0; i < model->config().num_hidden_layers; ++i) {
+    auto l = model->layer(i);
+    const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
+    out.push_back({p + "attention.self.query.weight", l->attention->self->query});
+    out.push_back({p + "attention.self.key.weight", l->attention->self->key});
+    out.push_back({p + "attention.self.value.weight", l->attention->self->value});
+    out.push_back({p + "attention.output.dense.weight", l->attention->output->dense});
+    out.push_back({p + "intermediate.dense.weight", l->intermediate->dense});
+    out.push_back({p + "output.dense.weight", l->output->dense});
+  }
+  return out;
+}
+
+void check_prunable(nn::BertClassifier& model) {
+  const auto& c = model->config();
+  CONDENSE_CHECK(c.bottleneck_size == 0 && c.num_ffn == 1,
+                 "pruning needs plain BERT layers; this model has a MobileBERT bottleneck (condense_bottleneck_size / "
+                 "condense_num_ffn)");
+  for (auto& d : encoder_denses(model)) {
+    CONDENSE_CHECK(d.dense->plain(), "pruning needs plain linear weights; '{}' is {} parameterised", d.name,
+                   nn::to_string(c.norm));
+  }
+}
+
+// A Dense kernel multiplying the weight by a 0/1 mask. The weight itself is kept, so with the
+// movement criterion a pruned weight can return (Sanh et al. 2020's straight-through mask); `track`
+// keeps the masked weight's gradient, which the movement score needs unmasked.
+class MaskKernel : public nn::DenseKernel {
+ public:
+  explicit MaskKernel(torch::Tensor m) : mask(std::move(m)) {}
+  torch::Tensor forward(nn::DenseImpl& layer, const torch::Tensor& x) override {
+    auto w = layer.weight * mask;
+    if (track && w.requires_grad()) {
+      w.retain_grad();
+      effective = w;
+    }
+    return torch::linear(x, w, layer.bias);
+  }
+  torch::Tensor mask, effective;
+  bool track = false;
+};
+
+std::shared_ptr<MaskKernel> mask_kernel(const nn::Dense& d) {
+  return std::dynamic_pointer_cast<MaskKernel>(d->kernel());
+}
+
+// ---- scores ------------------------------------------------------------------------------------
+
+// Fixed-order batches for score passes (independent of the fine-tuning order).
+std::vector<train::Batch> score_batches(const train::EncodedDataset& d, int64_t count, int64_t batch_size,
+                                        uint64_t seed) {
+  auto plan = data::bucket_batches(d.lengths(), batch_size, true, seed + 7919);
+  std::vector<train::Batch> out;
+  for (std::size_t i = 0; i < plan.size() && static_cast<int64_t>(out.size()) < count; ++i) {
+    out.push_back(train::make_batch(d, plan[i]));
+  }
+  return out;
+}
+
+// Gradients of the gates: one [heads] / [width] tensor per layer, requiring grad, equal to the
+// current masks (ones where none).
+struct Gates {
+  std::vector<torch::Tensor> heads, neurons;
+};
+
+Gates install_gates(nn::BertClassifier& model, const Masks& masks) {
+  Gates g;
+  const auto& c = model->config();
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    auto l = model->layer(i);
+    auto hg = masks.heads.empty() ? torch::ones({c.heads_at(i)}) : masks.heads[i].clone();
+    auto ng = masks.neurons.empty() ? torch::ones({c.intermediate_at(i)}) : masks.neurons[i].clone();
+    hg.requires_grad_(true);
+    ng.requires_grad_(true);
+    l->attention->self->head_gate = hg;
+    l->intermediate->neuron_gate = ng;
+    g.heads.push_back(hg);
+    g.neurons.push_back(ng);
+  }
+  return g;
+}
+
+void zero_gate_grads(Gates& g) {
+  for (auto* v : {&g.heads, &g.neurons}) {
+    for (auto& t : *v) {
+      if (t.grad().defined()) t.mutable_grad().zero_();
+    }
+  }
+}
+
+// Magnitude of a head: RMS of its q/k/v rows and attention-output columns; of a neuron: RMS of
+// its intermediate row and output column.
+void unit_magnitudes(nn::BertClassifier& model, std::vector<torch::Tensor>& heads, std::vector<torch::Tensor>& neurons) {
+  torch::NoGradGuard ng;
+  const auto& c = model->config();
+  const int64_t d = c.head_dim();
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    auto l = model->layer(i);
+    auto& s = *l->attention->self;
+    const int64_t h = s.heads;
+    auto rows = s.query->weight.pow(2).sum(1) + s.key->weight.pow(2).sum(1) + s.value->weight.pow(2).sum(1);
+    auto cols = l->attention->output->dense->weight.pow(2).sum(0);
+    auto per_head = (rows + cols).view({h, d}).sum(1) / static_cast<double>(d * (3 + 1) * c.hidden_size);
+    heads.push_back(per_head.sqrt());
+    auto nrow = l->intermediate->dense->weight.pow(2).sum(1) + l->output->dense->weight.pow(2).sum(0);
+    neurons.push_back((nrow / static_cast<double>(2 * c.hidden_size)).sqrt());
+  }
+}
+
+// Entropy of a histogram of each column of x [tokens, units] (32 bins over the column's range).
+torch::Tensor column_entropy(const torch::Tensor& x) {
+  constexpr int64_t kBins = 32;
+  auto lo = std::get<0>(x.min(0, true)), hi = std::get<0>(x.max(0, true));
+  auto idx = ((x - lo) / (hi - lo).clamp_min(1e-12) * kBins).floor().clamp(0, kBins - 1).to(torch::kLong);
+  auto counts = torch::zeros({kBins, x.size(1)}).scatter_add_(0, idx, torch::ones_like(x));
+  auto p = counts / static_cast<double>(x.size(0));
+  return -(p * (p + 1e-12).log()).sum(0);
+}
+
+// Activation entropy of every head's context and every FFN neuron over the score batches
+// (Luo & Wu 2017), on a sample of at most 4096 real tokens per layer.
+void unit_entropies(nn::BertClassifier& model, const std::vector<train::Batch>& batches,
+                    std::vector<torch::Tensor>& heads, std::vector<torch::Tensor>& neurons) {
+  torch::NoGradGuard ng;
+  model->eval();
+  const auto& c = model->config();
+  const int64_t L = c.num_hidden_layers;
+  std::vector<std::vector<torch::Tensor>> ctx(L), act(L);
+  int64_t tokens = 0;
+  for (const auto& b : batches) {
+    if (tokens >= 4096) break;
+    auto out = model->forward(b.input_ids, b.token_type_ids, b.attention_mask, nn::ForwardOptions().with_hidden_states());
+    auto keep = b.attention_mask.reshape({-1}).nonzero().squeeze(1);
+    auto mask = (1.0 - b.attention_mask.to(torch::kFloat).unsqueeze(1).unsqueeze(2)) *
+                std::numeric_limits<float>::lowest();
+    for (int64_t i = 0; i < L; ++i) {
+      auto l = model->layer(i);
+      auto h = out.hidden_states[i];
+      auto context = l->attention->self->forward(h, mask, nullptr);
+      auto a = l->attention->output->forward(context, h);
+      auto y = l->intermediate->forward(a);
+      ctx[i].push_back(context.reshape({-1, context.size(-1)}).index_select(0, keep));
+      act[i].push_back(y.reshape({-1, y.size(-1)}).index_select(0, keep));
+    }
+    tokens += keep.size(0);
+  }
+  for (int64_t i = 0; i < L; ++i) {
+    auto cx = torch::cat(ctx[i]);
+    const int64_t h = model->layer(i)->attention->self->heads;
+    // A head's values: all d dimensions of its context over all tokens, as one sample.
+    auto per_head = cx.view({cx.size(0), h, c.head_dim()}).permute({0, 2, 1}).reshape({-1, h});
+    heads.push_back(column_entropy(per_head));
+    neurons.push_back(column_entropy(torch::cat(act[i])));
+  }
+}
+
+// Loss increase when each layer alone is skipped (eval mode, score batches).
+std::vector<double> layer_importance(nn::BertClassifier& model, const std::vector<train::Batch>& batches,
+                                     const train::LossFn& loss) {
+  torch::NoGradGuard ng;
+  model->eval();
+  const int64_t L = model->config().num_hidden_layers;
+  auto mean_loss = [&] {
+    double s = 0;
+    for (const auto& b : batches) s += loss(model, b).item<double>();
+    return s / static_cast<double>(std::max<std::size_t>(1, batches.size()));
+  };
+  const auto saved = model->active_layers;
+  const double base = mean_loss();
+  std::vector<double> out;
+  for (int64_t i = 0; i < L; ++i) {
+    model->active_layers.clear();
+    for (int64_t j = 0; j < L; ++j) {
+      if (j != i) model->active_layers.push_back(j);
+    }
+    out.push_back(mean_loss() - base);
+  }
+  model->active_layers = saved;
+  return out;
+}
+
+// Keeps the `keep` highest-scoring units over all layers with at least one per layer; units
+// already pruned (mask 0) stay pruned when `monotone`.
+std::vector<torch::Tensor> unit_masks(const std::vector<torch::Tensor>& scores, const std::vector<torch::Tensor>& current,
+                                      double sparsity, bool monotone) {
+  int64_t total = 0;
+  for (const auto& s : scores) total += s.numel();
+  const int64_t to_prune = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(total)));
+  struct Unit {
+    double score;
+    std::size_t layer;
+    int64_t index;
+  };
+  std::vector<Unit> units;
+  std::vector<torch::Tensor> masks;
+  std::vector<int64_t> alive;
+  for (std::size_t l = 0; l < scores.size(); ++l) {
+    auto s = scores[l].to(torch::kDouble).contiguous();
+    masks.push_back(torch::ones({s.numel()}));
+    alive.push_back(s.numel());
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      double v = s[i].item<double>();
+      if (monotone && !current.empty() && current[l][i].item<float>() == 0) v = -INFINITY;
+      units.push_back({v, l, i});
+    }
+  }
+  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.score < b.score; });
+  int64_t pruned = 0;
+  for (const auto& u : units) {
+    if (pruned >= to_prune) break;
+    if (alive[u.layer] <= 1) continue;
+    masks[u.layer][u.index] = 0;
+    --alive[u.layer];
+    ++pruned;
+  }
+  return masks;
+}
+
+// Michel et al. 2019 normalise head importance per layer (L2) before ranking across layers.
+std::vector<torch::Tensor> normalize_per_layer(std::vector<torch::Tensor> s) {
+  for (auto& t : s) t = t / t.norm().clamp_min(1e-20);
+  return s;
+}
+
+int64_t count_encoder_weights(nn::BertClassifier& model, bool nonzero) {
+  torch::NoGradGuard ng;
+  int64_t n = 0;
+  for (auto& d : encoder_denses(model)) {
+    auto w = d.dense->weight;
+    if (auto k = mask_kernel(d.dense)) w = w * k->mask;
+    n += nonzero ? w.ne(0).sum().item<int64_t>() : w.numel();
+  }
+  return n;
+}
+
+}  // namespace
+
+Criterion parse_criterion(const std::string& name) { return parse_enum(name, kCriteria, "pruning criterion"); }
+Granularity parse_granularity(const std::string& name) {
+  return parse_enum(name, kGranularities, "pruning granularity");
+}
+Schedule parse_schedule(const std::string& name) { return parse_enum(name, kSchedules, "pruning schedule"); }
+std::string to_string(Criterion c) { return enum_name(c, kCriteria); }
+std::string to_string(Granularity g) { return enum_name(g, kGranularities); }
+std::string to_string(Schedule s) { return enum_name(s, kSchedules); }
+
+void PruneOptions::validate() const {
+  CONDENSE_CHECK(sparsity >= 0 && sparsity < 1, "prune option 'sparsity' must be in [0, 1), found {}", sparsity);
+  CONDENSE_CHECK(n >= 1 && m > n && m <= 64, "prune options 'n'/'m' must satisfy 1 <= n < m <= 64, found {}:{}", n, m);
+  CONDENSE_CHECK(steps >= 1, "prune option 'steps' must be >= 1, found {}", steps);
+  CONDENSE_CHECK(update_every >= 1, "prune option 'update_every' must be >= 1, found {}", update_every);
+  CONDENSE_CHECK(regularization >= 0, "prune option 'regularization' must be >= 0, found {}", regularization);
+  CONDENSE_CHECK(score_batches >= 1, "prune option 'score_batches' must be >= 1, found {}", score_batches);
+  CONDENSE_CHECK(layerdrop >= 0 && layerdrop < 1, "prune option 'layerdrop' must be in [0, 1), found {}", layerdrop);
+  CONDENSE_CHECK(layer_select == "importance" || layer_select == "every-other",
+                 "prune option 'layer_select' must be importance or every-other, found '{}'", layer_select);
+  CONDENSE_CHECK(granularity != Granularity::Layers || depth >= 1,
+                 "prune option 'depth' (layers to keep) must be >= 1 for granularity layers");
+  CONDENSE_CHECK(criterion != Criterion::Entropy || prunes_heads(granularity) || prunes_neurons(granularity),
+                 "criterion entropy ranks heads and neurons; granularity {} has no activations to rank",
+                 to_string(granularity));
+  CONDENSE_CHECK(criterion != Criterion::Movement || schedule == Schedule::Cubic,
+                 "criterion movement accumulates scores while fine-tuning; it needs schedule cubic");
+  CONDENSE_CHECK(schedule != Schedule::Cubic || train.epochs >= 1,
+                 "schedule cubic prunes while fine-tuning; it needs at least one epoch");
+  CONDENSE_CHECK(granularity != Granularity::Layers || schedule == Schedule::OneShot,
+                 "granularity layers is one-shot (choose the depth, then fine-tune)");
+  // epochs 0 = prune without fine-tuning; otherwise the loop's own checks.
+  CONDENSE_CHECK(train.epochs >= 0, "train option 'epochs' must be >= 0, found {}", train.epochs);
+  if (train.epochs > 0) train.validate();
+}
+
+nn::BertClassifier clone(nn::BertClassifier& model) {
+  nn::BertClassifier out(model->config());
+  torch::NoGradGuard ng;
+  auto src = model->named_parameters();
+  for (auto& p : out->named_parameters()) p.value().copy_(src[p.key()]);
+  auto bsrc = model->named_buffers();
+  for (auto& b : out->named_buffers()) b.value().copy_(bsrc[b.key()]);
+  out->active_layers = model->active_layers;
+  return out;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> encoder_weights(nn::BertClassifier& model) {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& d : encoder_denses(model)) out.emplace_back(d.name, d.dense->weight);
+  return out;
+}
+
+std::map<std::string, torch::Tensor> unstructured_masks(const std::map<std::string, torch::Tensor>& scores,
+                                                        double sparsity, bool global) {
+  std::map<std::string, torch::Tensor> out;
+  auto keep_top = [](const torch::Tensor& s, double threshold) { return (s > threshold).to(torch::kFloat); };
+  auto kth = [](const torch::Tensor& flat, int64_t k) {
+    // The k-th smallest value: everything at or below it is pruned.
+    return k <= 0 ? -INFINITY : std::get<0>(flat.kthvalue(k)).item<double>();
+  };
+  if (global) {
+    std::vector<torch::Tensor> all;
+    for (const auto& [n, s] : scores) all.push_back(s.reshape({-1}).to(torch::kFloat));
+    auto flat = torch::cat(all);
+    const double t = kth(flat, static_cast<int64_t>(std::llround(sparsity * static_cast<double>(flat.numel()))));
+    for (const auto& [n, s] : scores) out[n] = keep_top(s, t);
+  } else {
+    for (const auto& [n, s] : scores) {
+      auto flat = s.reshape({-1}).to(torch::kFloat);
+      out[n] = keep_top(s, kth(flat, static_cast<int64_t>(std::llround(sparsity * static_cast<double>(flat.numel())))));
+    }
+  }
+  // Ties at the threshold could prune more than asked; that only matters for constant scores.
+  return out;
+}
+
+torch::Tensor nm_mask(const torch::Tensor& score, int64_t n, int64_t m) {
+  CONDENSE_CHECK(score.dim() == 2 && score.size(1) % m == 0,
+                 "N:M pruning needs a matrix whose input dimension ({}) is a multiple of m = {}",
+                 score.dim() == 2 ? score.size(1) : -1, m);
+  auto g = score.reshape({score.size(0), score.size(1) / m, m});
+  auto top = std::get<1>(g.topk(n, -1));
+  return torch::zeros_like(g, torch::kFloat).scatter_(-1, top, 1.0).reshape(score.sizes());
+}
+
+void apply_masks(nn::BertClassifier& model, const Masks& masks) {
+  for (auto& d : encoder_denses(model)) {
+    auto it = masks.weights.find(d.name);
+    if (it != masks.weights.end()) d.dense->set_kernel(std::make_shared<MaskKernel>(it->second));
+  }
+  for (int64_t i = 0; i < model->config().num_hidden_layers; ++i) {
+    auto l = model->layer(i);
+    if (!masks.heads.empty()) l->attention->self->head_gate = masks.heads[i];
+    if (!masks.neurons.empty()) l->intermediate->neuron_gate = masks.neurons[i];
+  }
+  model->active_layers = masks.keep_layers;
+}
+
+void clear_masks(nn::BertClassifier& model) {
+  for (auto& d : encoder_denses(model)) {
+    if (mask_kernel(d.dense)) d.dense->set_kernel(nullptr);
+  }
+  for (int64_t i = 0; i < model->config().num_hidden_layers; ++i) {
+    model->layer(i)->attention->self->head_gate = torch::Tensor();
+    model->layer(i)->intermediate->neuron_gate = torch::Tensor();
+  }
+  model->active_layers.clear();
+}
+
+void bake_masks(nn::BertClassifier& model, const Masks& masks) {
+  torch::NoGradGuard ng;
+  for (auto& d : encoder_denses(model)) {
+    auto it = masks.weights.find(d.name);
+    if (it != masks.weights.end()) d.dense->weight.mul_(it->second);
+  }
+  clear_masks(model);
+}
+
+nn::BertClassifier shrink(nn::BertClassifier& model, const Masks& masks) {
+  const auto& c = model->config();
+  std::vector<int64_t> layers = masks.keep_layers;
+  if (layers.empty()) {
+    layers.resize(static_cast<std::size_t>(c.num_hidden_layers));
+    std::iota(layers.begin(), layers.end(), 0);
+  }
+  auto kept = [](const torch::Tensor& mask, int64_t n) {
+    return mask.defined() ? mask.nonzero().squeeze(1) : torch::arange(n, torch::kLong);
+  };
+  nn::BertConfig nc = c;
+  nc.num_hidden_layers = static_cast<int64_t>(layers.size());
+  nc.layer_heads.clear();
+  nc.layer_intermediate.clear();
+  std::vector<torch::Tensor> head_idx, neuron_idx;
+  for (int64_t li : layers) {
+    auto h = kept(masks.heads.empty() ? torch::Tensor() : masks.heads[li], c.heads_at(li));
+    auto w = kept(masks.neurons.empty() ? torch::Tensor() : masks.neurons[li], c.intermediate_at(li));
+    CONDENSE_CHECK(h.numel() >= 1 && w.numel() >= 1, "layer {} would keep no heads or no FFN neurons", li);
+    head_idx.push_back(h);
+    neuron_idx.push_back(w);
+    nc.layer_heads.push_back(h.numel());
+    nc.layer_intermediate.push_back(w.numel());
+  }
+  // Uniform widths go back into the plain fields (a model Hugging Face's BERT holds without help).
+  const auto& H = nc.layer_heads;
+  if (std::all_of(H.begin(), H.end(), [&](int64_t v) { return v == c.num_attention_heads; })) nc.layer_heads.clear();
+  const auto& W = nc.layer_intermediate;
+  if (std::all_of(W.begin(), W.end(), [&](int64_t v) { return v == W.front(); })) {
+    nc.intermediate_size = W.front();
+    nc.layer_intermediate.clear();
+  }
+  nn::BertClassifier out(nc);
+  torch::NoGradGuard ng;
+  auto src = model->named_parameters();
+  auto bsrc = model->named_buffers();
+  const int64_t d = c.head_dim();
+  for (std::size_t k = 0; k < layers.size(); ++k) {
+    const std::string from = "bert.encoder.layer." + std::to_string(layers[k]) + ".";
+    const std::string to = "bert.encoder.layer." + std::to_string(k) + ".";
+    // Rows of q/k/v belonging to kept heads: head h owns rows h·d … h·d + d − 1.
+    auto rows = (head_idx[k].unsqueeze(1) * d + torch::arange(d, torch::kLong).unsqueeze(0)).reshape({-1});
+    auto dst = out->named_parameters();
+    for (auto& p : dst) {
+      if (p.key().rfind(to, 0) != 0) continue;
+      const std::string rest = p.key().substr(to.size());
+      auto s = src[from + rest];
+      torch::Tensor v = s;
+      if (rest.rfind("attention.self.", 0) == 0) {
+        v = s.index_select(0, rows);
+      } else if (rest == "attention.output.dense.weight") {
+        v = s.index_select(1, rows);
+      } else if (rest.rfind("intermediate.dense.", 0) == 0) {
+        v = s.index_select(0, neuron_idx[k]);
+      } else if (rest == "output.dense.weight") {
+        v = s.index_select(1, neuron_idx[k]);
+      }
+      p.value().copy_(v);
+    }
+    for (auto& b : out->named_buffers()) {
+      if (b.key().rfind(to, 0) == 0) b.value().copy_(bsrc[from + b.key().substr(to.size())]);
+    }
+  }
+  for (auto& p : out->named_parameters()) {
+    if (p.key().rfind("bert.encoder.", 0) != 0) p.value().copy_(src[p.key()]);
+  }
+  for (auto& b : out->named_buffers()) {
+    if (b.key().rfind("bert.encoder.", 0) != 0) b.value().copy_(bsrc[b.key()]);
+  }
+  // Weight masks (unstructured pruning) carry over as zeros in the kept rows and columns.
+  return out;
+}
+
+PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, const PruneOptions& o,
+                  const train::LossFn& user_loss) {
+  o.validate();
+  check_prunable(input);
+  PruneResult result;
+  auto model = clone(input);
+  clear_masks(model);
+  result.params_before = model->num_parameters();
+  result.encoder_weights_before = count_encoder_weights(model, false);
+  const auto& c = model->config();
+  const int64_t L = c.num_hidden_layers;
+
+  const train::LossFn base_loss = user_loss ? user_loss : train::LossFn([](nn::BertClassifier& m, const train::Batch& b) {
+    return train::task_loss(m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits, b);
+  });
+  const bool regularize = o.criterion == Criterion::L1 || o.criterion == Criterion::L2;
+  bool penalty_on = regularize;
+  auto denses = encoder_denses(model);
+  const train::LossFn loss = [&](nn::BertClassifier& m, const train::Batch& b) {
+    auto l = base_loss(m, b);
+    if (penalty_on && o.regularization > 0) {
+      // L1 (Han et al. 2015's sparsity-inducing variant) or L2 toward zero, summed over the
+      // encoder's linear weights, so that small weights become prunable.
+      torch::Tensor r = torch::zeros({});
+      for (auto& d : denses) {
+        r = r + (o.criterion == Criterion::L1 ? d.dense->weight.abs().sum() : d.dense->weight.pow(2).sum());
+      }
+      l = l + o.regularization * r;
+    }
+    return l;
+  };
+
+  Masks masks;
+  const bool wl = weight_level(o.granularity);
+  // Weight-level pruning runs through mask kernels from the start (ones), so scores and the
+  // straight-through gradient see the masked weights.
+  if (wl) {
+    for (auto& d : denses) masks.weights[d.name] = torch::ones_like(d.dense->weight);
+    apply_masks(model, masks);
+  }
+  const auto batches = score_batches(data, o.score_batches, o.train.batch_size, o.train.seed);
+
+  // Accumulators read by the gradient criteria while fine-tuning (cubic schedule).
+  std::map<std::string, torch::Tensor> wacc;
+  std::vector<torch::Tensor> hacc, nacc;
+  Gates gates;
+  const bool structured_units = prunes_heads(o.granularity) || prunes_neurons(o.granularity);
+  const bool needs_grad_scores = o.criterion == Criterion::Taylor || o.criterion == Criterion::Movement;
+
+  auto accumulate = [&](double decay) {
+    torch::NoGradGuard ng;
+    if (wl) {
+      for (auto& d : denses) {
+        auto k = mask_kernel(d.dense);
+        torch::Tensor g;
+        if (o.criterion == Criterion::Movement) {
+          if (!k->effective.defined() || !k->effective.grad().defined()) continue;
+          g = -(k->effective.grad() * d.dense->weight);  // Sanh et al.: S −= ∂L/∂W' · W
+        } else {
+          if (!d.dense->weight.grad().defined()) continue;
+          g = (d.dense->weight.grad() * d.dense->weight).pow(2);  // Molchanov et al. 2019
+        }
+        auto& a = wacc[d.name];
+        if (!a.defined()) a = torch::zeros_like(g);
+        if (o.criterion == Criterion::Movement) a.add_(g); else a.mul_(decay).add_(g, 1 - decay);
+      }
+    }
+    if (structured_units) {
+      if (hacc.empty()) {
+        for (int64_t i = 0; i < L; ++i) {
+          hacc.push_back(torch::zeros({c.heads_at(i)}));
+          nacc.push_back(torch::zeros({c.intermediate_at(i)}));
+        }
+      }
+      for (int64_t i = 0; i < L; ++i) {
+        auto gh = gates.heads[i].grad(), gn = gates.neurons[i].grad();
+        if (!gh.defined()) continue;
+        if (o.criterion == Criterion::Movement) {
+          hacc[i].sub_(gh);
+          nacc[i].sub_(gn);
+        } else {
+          hacc[i].mul_(decay).add_(gh.abs(), 1 - decay);  // Michel et al.: E |∂L/∂ξ|
+          nacc[i].mul_(decay).add_(gn.abs(), 1 - decay);
+        }
+      }
+      zero_gate_grads(gates);
+    }
+  };
+
+  // A pass over the score batches accumulating gradient scores (taylor before pruning).
+  auto score_pass = [&] {
+    model->eval();
+    wacc.clear();
+    hacc.clear();
+    nacc.clear();
+    double k = 0;
+    for (const auto& b : batches) {
+      model->zero_grad();
+      loss(model, b).backward();
+      // decay k/(k+1) makes the running value the plain mean over the pass.
+      accumulate(k / (k + 1));
+      k += 1;
+    }
+    model->zero_grad();
+  };
+
+  // Sets `masks` to sparsity s from the current scores.
+  auto update_masks = [&](double s) {
+    if (wl) {
+      std::map<std::string, torch::Tensor> scores;
+      for (auto& d : denses) {
+        torch::Tensor sc;
+        if (needs_grad_scores) {
+          sc = wacc.count(d.name) ? wacc[d.name].clone() : d.dense->weight.detach().abs();
+        } else {
+          sc = d.dense->weight.detach().abs();
+        }
+        // Pruned weights stay pruned except under movement (its scores decide freely).
+        if (o.criterion != Criterion::Movement) sc = sc.masked_fill(masks.weights[d.name] == 0, -INFINITY);
+        scores[d.name] = sc;
+      }
+      if (o.granularity == Granularity::NM) {
+        for (auto& [n, sc] : scores) masks.weights[n] = nm_mask(sc, o.n, o.m);
+      } else {
+        masks.weights = unstructured_masks(scores, s, o.global);
+      }
+      for (auto& d : denses) mask_kernel(d.dense)->mask = masks.weights[d.name];
+      return;
+    }
+    std::vector<torch::Tensor> hs, ns;
+    if (o.criterion == Criterion::Entropy) {
+      clear_masks(model);
+      apply_masks(model, masks);
+      unit_entropies(model, batches, hs, ns);
+    } else if (needs_grad_scores) {
+      hs = normalize_per_layer(hacc);
+      ns = normalize_per_layer(nacc);
+    } else {
+      unit_magnitudes(model, hs, ns);
+    }
+    const bool monotone = o.criterion != Criterion::Movement;
+    if (prunes_heads(o.granularity)) masks.heads = unit_masks(hs, masks.heads, s, monotone);
+    if (prunes_neurons(o.granularity)) masks.neurons = unit_masks(ns, masks.neurons, s, monotone);
+    if (needs_grad_scores || o.criterion == Criterion::Entropy) {
+      gates = install_gates(model, masks);
+    } else {
+      apply_masks(model, masks);
+    }
+  };
+
+  auto fine_tune = [&](std::function<void(int64_t)> hook) {
+    if (o.train.epochs < 1) return;
+    auto t = o.train;
+    t.after_backward = hook;
+    model->layerdrop = o.layerdrop;
+    result.fine_tuning.push_back(train::train_loop(model, data, t, loss));
+    model->layerdrop = 0;
+  };
+
+  if (structured_units && (needs_grad_scores || o.criterion == Criterion::Entropy)) gates = install_gates(model, masks);
+
+  if (o.granularity == Granularity::Layers) {
+    std::vector<int64_t> keep;
+    CONDENSE_CHECK(o.depth <= L, "prune option 'depth' ({}) exceeds the model's {} layers", o.depth, L);
+    if (o.layer_select == "every-other") {
+      for (int64_t i = 0; i < o.depth; ++i) keep.push_back(i * L / o.depth);
+    } else {
+      auto imp = layer_importance(model, batches, loss);
+      std::vector<int64_t> order(static_cast<std::size_t>(L));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return imp[a] > imp[b]; });
+      keep.assign(order.begin(), order.begin() + o.depth);
+      std::sort(keep.begin(), keep.end());
+    }
+    masks.keep_layers = keep;
+    apply_masks(model, masks);
+    fine_tune({});
+  } else if (o.schedule == Schedule::Cubic) {
+    // Zhu & Gupta 2017: s_t = s_f · (1 − (1 − (t − t_i)/(t_f − t_i))³) between 10 % and 70 % of the
+    // run, masks refreshed every update_every steps, the last 30 % at the final sparsity.
+    const int64_t total = static_cast<int64_t>((data.size() + o.train.batch_size - 1) / o.train.batch_size) *
+                          o.train.epochs;
+    const int64_t ti = total / 10, tf = std::max(ti + 1, total * 7 / 10);
+    if (wl && o.criterion == Criterion::Movement) {
+      for (auto& d : denses) mask_kernel(d.dense)->track = true;
+    }
+    double current = 0;
+    fine_tune([&](int64_t step) {
+      if (needs_grad_scores) accumulate(0.99);
+      if (step < ti) return;
+      if ((step - ti) % o.update_every != 0 && step != tf) return;
+      if (step > tf) return;
+      const double frac = std::min(1.0, static_cast<double>(step - ti) / static_cast<double>(tf - ti));
+      const double s = o.sparsity * (1 - std::pow(1 - frac, 3));
+      if (s <= current && step != tf) return;
+      current = s;
+      torch::NoGradGuard ng;
+      update_masks(s);
+    });
+    if (current < o.sparsity) update_masks(o.sparsity);  // runs too short to reach t_f
+  } else {
+    const int64_t rounds = o.schedule == Schedule::Iterative ? o.steps : 1;
+    if (regularize && o.schedule == Schedule::OneShot) {
+      // L1/L2 one-shot: a regularised fine-tuning drives weights toward zero first.
+      fine_tune({});
+      penalty_on = false;
+    }
+    for (int64_t r = 1; r <= rounds; ++r) {
+      if (needs_grad_scores) score_pass();
+      update_masks(o.sparsity * static_cast<double>(r) / static_cast<double>(rounds));
+      if (r == rounds) penalty_on = false;
+      fine_tune({});
+    }
+  }
+
+  // Finish: weight masks multiplied in; heads, neurons and layers removed physically.
+  model->eval();
+  result.masks = masks;
+  if (wl) {
+    bake_masks(model, masks);
+    result.model = model;
+  } else {
+    for (auto& t : result.masks.heads) t = t.detach();
+    for (auto& t : result.masks.neurons) t = t.detach();
+    clear_masks(model);
+    result.model = shrink(model, result.masks);
+  }
+  result.params_after = result.model->num_parameters();
+  result.encoder_weights_after = count_encoder_weights(result.model, wl);
+  return result;
+}
+
+}  // namespace condense::prune
