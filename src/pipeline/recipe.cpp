@@ -253,16 +253,18 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
       o.criterion = prune::parse_criterion(criterion);
       o.granularity = prune::parse_granularity(granularity);
       o.schedule = prune::parse_schedule(schedule);
-      if (!nm.empty()) {
-        const auto colon = nm.find(':');
-        CONDENSE_CHECK(colon != std::string::npos, "'nm' must look like 2:4, found '{}'", nm);
-        o.n = std::stoll(nm.substr(0, colon));
-        o.m = std::stoll(nm.substr(colon + 1));
-      }
     } catch (const Error& e) {
       fail("{}: field 'prune': {}", path.string(), e.what());
-    } catch (const std::exception&) {
-      fail("{}: field 'prune.nm': expected N:M with integers, found '{}'", path.string(), nm);
+    }
+    if (!nm.empty()) {
+      const auto colon = nm.find(':');
+      try {
+        CONDENSE_CHECK(colon != std::string::npos, "no colon");
+        o.n = std::stoll(nm.substr(0, colon));
+        o.m = std::stoll(nm.substr(colon + 1));
+      } catch (const std::exception&) {
+        fail("{}: field 'prune.nm': expected N:M with integers such as 2:4, found '{}'", path.string(), nm);
+      }
     }
   }
   if (auto t = root["train"]) read_train(r, t, "train", o.train, nullptr, nullptr);

@@ -10,6 +10,11 @@
    missing, unexpected or mismatched keys and produce the same logits (max abs diff <= 1e-4)
    on the same sentences, truncated to 128 tokens as `condense eval` does by default.
 
+4. The same for pruned models: the teacher pruned to 50 % of its heads and FFN neurons (physically
+   shrunk, per-layer shapes; transformers builds it with the modeling file written beside it,
+   trust_remote_code=True) and pruned to 80 % unstructured sparsity (stored sparse, exported dense
+   to a plain BertForSequenceClassification).
+
 A failure here and not in tests/unit/nn_bert_test.cpp points at the CLI, the tokenizer files
 or the config written by export, rather than at the encoder itself.
 
@@ -50,6 +55,45 @@ def sst2_dir(source):
     return None
 
 
+def check(cli, exported, data, scratch, expect_class, remote):
+    """condense eval's logits for `exported` against transformers' on the same sentences."""
+    logits_file = Path(str(scratch) + ".logits.safetensors")
+    run([cli, "eval", "--model", exported, "--task", "sst2", "--data", data, "--limit", LIMIT,
+         "--logits", logits_file, "--threads", "2"])
+
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    ours = load_file(str(logits_file))["logits"].double()
+    header, rows = read_rows(data / "dev.tsv")
+    sentences = [r[column(header, "sentence", data / "dev.tsv")] for r in rows[:LIMIT]]
+    if ours.shape != (len(sentences), 2):
+        fail(f"condense eval wrote logits of shape {tuple(ours.shape)}, expected ({len(sentences)}, 2)")
+
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    model, info = AutoModelForSequenceClassification.from_pretrained(exported, output_loading_info=True,
+                                                                     trust_remote_code=remote)
+    problems = {k: v for k, v in info.items() if v}
+    if problems:
+        fail(f"transformers did not load {exported} cleanly: {problems}")
+    if type(model).__name__ != expect_class:
+        fail(f"{exported} loads as {type(model).__name__}, expected {expect_class}")
+    model.eval()
+    batch = tokenizer(sentences, truncation=True, max_length=128, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ref = model(**batch).logits.double()
+
+    diff = (ours - ref).abs()
+    worst = int(diff.max(dim=1).values.argmax())
+    max_diff = float(diff.max())
+    print(f"max abs logit diff over {len(sentences)} SST-2 dev sentences ({expect_class}): {max_diff:.3g} "
+          f"(worst row {worst}: ours {ours[worst].tolist()}, transformers {ref[worst].tolist()})")
+    if not max_diff <= TOLERANCE:
+        fail(f"logits differ by {max_diff:.3g} > {TOLERANCE} (row {worst}: '{sentences[worst]}'); "
+             f"files kept in {exported}")
+
+
 def main():
     teacher = os.environ.get("CONDENSE_TEACHER_DIR", "")
     cli = os.environ.get("CONDENSE_CLI", "")
@@ -67,42 +111,20 @@ def main():
     scratch_root = Path(os.environ.get("CONDENSE_BINARY_DIR", tempfile.gettempdir())) / "test_scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="export_parity.", dir=scratch_root))
-    exported, logits_file = tmp / "exported", tmp / "logits.safetensors"
+    exported = tmp / "exported"
 
     run([cli, "export", "--model", teacher, "--out", exported])
-    run([cli, "eval", "--model", exported, "--task", "sst2", "--data", data, "--limit", LIMIT,
-         "--logits", logits_file, "--threads", "2"])
+    check(cli, exported, data, tmp / "plain", "BertForSequenceClassification", remote=False)
 
-    import torch
-    from safetensors.torch import load_file
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    prune = [cli, "prune", "--model", exported, "--task", "sst2", "--data", data, "--train-limit", 64,
+             "--epochs", 0, "--score-batches", 2, "--threads", "2", "--quiet"]
+    run(prune + ["--out", tmp / "shrunk", "--granularity", "heads+neurons", "--sparsity", 0.5])
+    run([cli, "export", "--model", tmp / "shrunk", "--out", tmp / "shrunk-hf"])
+    check(cli, tmp / "shrunk-hf", data, tmp / "shrunk", "CondensePrunedBertForSequenceClassification", remote=True)
 
-    ours = load_file(str(logits_file))["logits"].double()
-    header, rows = read_rows(data / "dev.tsv")
-    sentences = [r[column(header, "sentence", data / "dev.tsv")] for r in rows[:LIMIT]]
-    if ours.shape != (len(sentences), 2):
-        fail(f"condense eval wrote logits of shape {tuple(ours.shape)}, expected ({len(sentences)}, 2)")
-
-    tokenizer = AutoTokenizer.from_pretrained(exported)
-    model, info = AutoModelForSequenceClassification.from_pretrained(exported, output_loading_info=True)
-    problems = {k: v for k, v in info.items() if v}
-    if problems:
-        fail(f"transformers did not load {exported} cleanly: {problems}")
-    if type(model).__name__ != "BertForSequenceClassification":
-        fail(f"exported config loads as {type(model).__name__}, expected BertForSequenceClassification")
-    model.eval()
-    batch = tokenizer(sentences, truncation=True, max_length=128, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        ref = model(**batch).logits.double()
-
-    diff = (ours - ref).abs()
-    worst = int(diff.max(dim=1).values.argmax())
-    max_diff = float(diff.max())
-    print(f"max abs logit diff over {len(sentences)} SST-2 dev sentences: {max_diff:.3g} "
-          f"(worst row {worst}: ours {ours[worst].tolist()}, transformers {ref[worst].tolist()})")
-    if not max_diff <= TOLERANCE:
-        fail(f"logits differ by {max_diff:.3g} > {TOLERANCE} (row {worst}: '{sentences[worst]}'); "
-             f"files kept in {tmp}")
+    run(prune + ["--out", tmp / "sparse", "--sparsity", 0.8])
+    run([cli, "export", "--model", tmp / "sparse", "--out", tmp / "sparse-hf"])
+    check(cli, tmp / "sparse-hf", data, tmp / "sparse", "BertForSequenceClassification", remote=False)
     shutil.rmtree(tmp, ignore_errors=True)
     print("OK")
 

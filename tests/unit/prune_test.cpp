@@ -1,0 +1,370 @@
+// Pruning: masks (unstructured, global, N:M), physical shrinking equal to the gated model, per-layer
+// shapes saved and loaded, the sparse format (round trip, size, corrupted parts), each criterion's
+// defining property on constructed models, schedules reaching their target, LayerDrop, errors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <numeric>
+#include <random>
+
+#include "condense/core/file.h"
+#include "condense/core/json.h"
+#include "condense/io/safetensors.h"
+#include "condense/nn/checkpoint.h"
+#include "condense/pipeline/recipe.h"
+#include "condense/prune/prune.h"
+#include "single_thread.h"
+#include "test_util.h"
+
+namespace prune = condense::prune;
+namespace nn = condense::nn;
+namespace train = condense::train;
+namespace ct = condense::testing;
+namespace fs = std::filesystem;
+using prune::Criterion;
+using prune::Granularity;
+using prune::Schedule;
+
+namespace {
+
+nn::BertClassifier tiny_model(uint64_t seed, int64_t layers = 3) {
+  nn::BertConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 64;
+  c.max_position_embeddings = 64;
+  c.num_labels = 2;
+  torch::manual_seed(seed);
+  nn::BertClassifier m(c);
+  m->eval();
+  return m;
+}
+
+train::EncodedDataset tiny_data(int64_t n, uint64_t seed) {
+  train::EncodedDataset d;
+  d.task = condense::data::Task::SST2;
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t len = 4 + static_cast<int64_t>(rng() % 12);
+    std::vector<int64_t> ids{2};
+    for (int64_t t = 1; t < len - 1; ++t) ids.push_back(5 + static_cast<int64_t>(rng() % 59));
+    ids.push_back(3);
+    d.input_ids.push_back(ids);
+    d.token_type_ids.emplace_back(ids.size(), 0);
+    // A learnable label: whether the first word id is even.
+    d.labels.push_back(ids[1] % 2);
+    d.scores.push_back(0);
+  }
+  return d;
+}
+
+torch::Tensor logits_of(nn::BertClassifier& m, const train::EncodedDataset& d) {
+  torch::NoGradGuard g;
+  m->eval();
+  std::vector<std::size_t> idx(d.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  auto b = train::make_batch(d, idx);
+  return m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+
+double density(const torch::Tensor& t) { return t.ne(0).to(torch::kDouble).mean().item<double>(); }
+
+}  // namespace
+
+// ---- masks ----
+
+TEST(Prune, UnstructuredMasksPerTensorAndGlobal) {
+  std::map<std::string, torch::Tensor> s{{"a", torch::arange(1, 101, torch::kFloat).view({10, 10})},
+                                         {"b", torch::arange(1, 101, torch::kFloat).view({10, 10}) * 100 + 0.5}};
+  auto per = prune::unstructured_masks(s, 0.7, false);
+  EXPECT_EQ(per["a"].sum().item<int64_t>(), 30);
+  EXPECT_EQ(per["b"].sum().item<int64_t>(), 30);
+  EXPECT_EQ(per["a"].view({-1})[69].item<float>(), 0);  // 70 is the threshold value: pruned
+  EXPECT_EQ(per["a"].view({-1})[70].item<float>(), 1);
+  // Global: one threshold, so the larger-scored matrix b keeps more.
+  auto glob = prune::unstructured_masks(s, 0.5, true);
+  EXPECT_EQ(glob["a"].sum().item<int64_t>() + glob["b"].sum().item<int64_t>(), 100);
+  EXPECT_LT(glob["a"].sum().item<int64_t>(), glob["b"].sum().item<int64_t>());
+}
+
+TEST(Prune, NmMaskKeepsNOfEveryM) {
+  torch::manual_seed(3);
+  auto s = torch::randn({8, 16});
+  auto m = prune::nm_mask(s.abs(), 2, 4);
+  auto groups = m.view({8, 4, 4}).sum(-1);
+  EXPECT_TRUE(groups.eq(2).all().item<bool>());
+  // The kept two are the two largest of their group.
+  auto g = s.abs().view({8, 4, 4});
+  auto kept_min = (g + (1 - m.view({8, 4, 4})) * 1e9).amin(-1);
+  auto dropped_max = (g * (1 - m.view({8, 4, 4}))).amax(-1);
+  EXPECT_TRUE((kept_min >= dropped_max).all().item<bool>());
+  EXPECT_NE(ct::error_of([&] { prune::nm_mask(torch::ones({4, 6}), 2, 4); }).find("multiple of m"), std::string::npos);
+}
+
+// ---- shrinking ----
+
+TEST(Prune, ShrinkEqualsGatedModel) {
+  auto m = tiny_model(1);
+  auto d = tiny_data(12, 1);
+  prune::Masks masks;
+  masks.heads = {torch::tensor({1.f, 0.f, 1.f, 0.f}), torch::tensor({0.f, 0.f, 0.f, 1.f}), torch::ones({4})};
+  for (int64_t i = 0; i < 3; ++i) {
+    auto n = torch::ones({64});
+    n.slice(0, i * 10, i * 10 + 20 + i).zero_();
+    masks.neurons.push_back(n);
+  }
+  masks.keep_layers = {0, 2};
+  prune::apply_masks(m, masks);
+  auto gated = logits_of(m, d);
+  prune::clear_masks(m);
+  auto small = prune::shrink(m, masks);
+  const auto& c = small->config();
+  EXPECT_EQ(c.num_hidden_layers, 2);
+  EXPECT_EQ(c.layer_heads, (std::vector<int64_t>{2, 4}));
+  EXPECT_EQ(c.layer_intermediate, (std::vector<int64_t>{44, 42}));
+  EXPECT_EQ(small->layer(0)->attention->self->query->weight.size(0), 2 * 8);
+  EXPECT_EQ(small->layer(1)->output->dense->weight.size(1), 42);
+  EXPECT_LT(max_diff(logits_of(small, d), gated), 1e-5);
+  EXPECT_GT(max_diff(logits_of(m, d), gated), 1e-4);  // the masks did change the function
+}
+
+TEST(Prune, ShrunkModelSavesAndLoadsWithPerLayerShapes) {
+  auto m = tiny_model(2);
+  auto d = tiny_data(8, 2);
+  prune::Masks masks;
+  masks.heads = {torch::tensor({1.f, 1.f, 0.f, 1.f}), torch::tensor({1.f, 0.f, 0.f, 0.f}), torch::ones({4})};
+  auto small = prune::shrink(m, masks);
+  const auto dir = ct::scratch_dir("prune_shrunk_io") / "model";
+  nn::save_pretrained(small, dir, {});
+  auto cfg = condense::read_json_file(dir / "config.json");
+  EXPECT_EQ(cfg["condense_layer_heads"], nlohmann::json({3, 1, 4}));
+  EXPECT_FALSE(cfg.contains("condense_intermediate_sizes"));  // uniform widths stay plain
+  EXPECT_TRUE(cfg.contains("auto_map"));
+  EXPECT_TRUE(fs::exists(dir / nn::kPrunedModelingFile));
+  auto back = nn::load_classifier(dir);
+  EXPECT_LT(max_diff(logits_of(back, d), logits_of(small, d)), 1e-6);
+  // Inconsistent per-layer fields are refused naming the field.
+  cfg["condense_layer_heads"] = {3, 1};
+  condense::write_file_atomic(dir / "config.json", cfg.dump());
+  EXPECT_NE(ct::error_of([&] { nn::load_classifier(dir); }).find("condense_layer_heads"), std::string::npos);
+}
+
+// ---- sparse format ----
+
+TEST(Prune, SparseFormatRoundTripsAndShrinksTheFile) {
+  auto m = tiny_model(3);
+  auto d = tiny_data(8, 3);
+  auto data = tiny_data(32, 4);
+  auto r = prune::prune(m, data, prune::PruneOptions().with_sparsity(0.9).with_train(train::TrainOptions().with_epochs(0)));
+  for (auto& [name, w] : prune::encoder_weights(r.model)) EXPECT_NEAR(density(w), 0.1, 0.01) << name;
+  const auto root = ct::scratch_dir("prune_sparse");
+  auto rep = nn::save_sparse(r.model, root / "sparse", {});
+  nn::save_pretrained(r.model, root / "dense", {});
+  EXPECT_EQ(rep.sparse_tensors, 18);
+  auto back = nn::load_classifier(root / "sparse");
+  EXPECT_EQ(max_diff(logits_of(back, d), logits_of(r.model, d)), 0.0);
+  // Encoder weights take 32·0.1 + 1 bits instead of 32 (less a little header for the extra names).
+  const double enc = static_cast<double>(r.encoder_weights_before);
+  const double saved = static_cast<double>(nn::checkpoint_bytes(root / "dense")) -
+                       static_cast<double>(nn::checkpoint_bytes(root / "sparse"));
+  EXPECT_NEAR(saved / (enc * 4), 1 - (0.1 * 32 + 1) / 32, 0.03);
+  // A bitmap whose set bits disagree with the number of values is refused, naming the tensor.
+  auto cfg = condense::read_json_file(root / "sparse" / "config.json");
+  auto st = condense::io::SafetensorsFile::open(root / "sparse" / "model.safetensors");
+  std::vector<condense::io::TensorToWrite> out;
+  std::vector<std::vector<std::byte>> keep;
+  for (const auto& v : st.tensors()) {
+    keep.emplace_back(v.data, v.data + v.nbytes);
+    if (v.name == "bert.encoder.layer.1.intermediate.dense.weight_bitmap") keep.back()[0] ^= std::byte{0x01};
+    out.push_back({v.name, v.dtype, v.shape, keep.back().data(), v.nbytes});
+  }
+  condense::io::write_safetensors(root / "broken.safetensors", out, {});
+  fs::create_directories(root / "broken");
+  fs::copy_file(root / "broken.safetensors", root / "broken" / "model.safetensors");
+  condense::write_file_atomic(root / "broken" / "config.json", cfg.dump());
+  auto msg = ct::error_of([&] { nn::load_classifier(root / "broken"); });
+  EXPECT_NE(msg.find("bert.encoder.layer.1.intermediate.dense.weight_values"), std::string::npos) << msg;
+}
+
+// ---- criteria ----
+
+TEST(Prune, MagnitudePrunesTheSmallestWeights) {
+  auto m = tiny_model(4);
+  auto data = tiny_data(16, 5);
+  auto before = prune::encoder_weights(m);
+  auto r = prune::prune(m, data, prune::PruneOptions().with_sparsity(0.5).with_train(train::TrainOptions().with_epochs(0)));
+  auto after = prune::encoder_weights(r.model);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    auto w = before[i].second.abs();
+    auto kept = after[i].second.ne(0);
+    EXPECT_GE(w.masked_select(kept).min().item<float>(), w.masked_select(kept.logical_not()).max().item<float>());
+  }
+  EXPECT_NEAR(static_cast<double>(r.encoder_weights_after) / static_cast<double>(r.encoder_weights_before), 0.5, 1e-3);
+}
+
+TEST(Prune, TaylorHeadImportanceFindsADeadHead) {
+  // Head 2 of layer 1 has zero value weights: its output is 0 whatever the gate, so ∂L/∂ξ = 0 and
+  // Michel et al.'s importance ranks it last.
+  auto m = tiny_model(5);
+  {
+    torch::NoGradGuard g;
+    auto& v = m->layer(1)->attention->self->value;
+    v->weight.slice(0, 16, 24).zero_();
+    v->bias.slice(0, 16, 24).zero_();
+  }
+  auto data = tiny_data(32, 6);
+  auto o = prune::PruneOptions()
+               .with_criterion(Criterion::Taylor)
+               .with_granularity(Granularity::Heads)
+               .with_sparsity(1.0 / 12)
+               .with_score_batches(4)
+               .with_train(train::TrainOptions().with_epochs(0).with_batch_size(8));
+  auto r = prune::prune(m, data, o);
+  EXPECT_EQ(r.masks.heads[1][2].item<float>(), 0);
+  EXPECT_EQ(r.masks.heads[0].sum().item<float>() + r.masks.heads[1].sum().item<float>() + r.masks.heads[2].sum().item<float>(), 11);
+  EXPECT_EQ(r.model->config().layer_heads, (std::vector<int64_t>{4, 3, 4}));
+}
+
+TEST(Prune, EntropyPrunesAConstantNeuron) {
+  // Neuron 5 of layer 0 gets zero input weights: its activation is the same for every token, so
+  // the entropy of its histogram is 0, the lowest possible.
+  auto m = tiny_model(6);
+  {
+    torch::NoGradGuard g;
+    m->layer(0)->intermediate->dense->weight[5].zero_();
+  }
+  auto data = tiny_data(32, 7);
+  auto o = prune::PruneOptions()
+               .with_criterion(Criterion::Entropy)
+               .with_granularity(Granularity::Neurons)
+               .with_sparsity(1.0 / 192)
+               .with_score_batches(4)
+               .with_train(train::TrainOptions().with_epochs(0).with_batch_size(8));
+  auto r = prune::prune(m, data, o);
+  EXPECT_EQ(r.masks.neurons[0][5].item<float>(), 0);
+  EXPECT_EQ(r.model->config().layer_intermediate, (std::vector<int64_t>{63, 64, 64}));
+}
+
+TEST(Prune, LayerSelection) {
+  auto m = tiny_model(7, 6);
+  auto data = tiny_data(16, 8);
+  auto o = prune::PruneOptions()
+               .with_granularity(Granularity::Layers)
+               .with_depth(3)
+               .with_layer_select("every-other")
+               .with_train(train::TrainOptions().with_epochs(0));
+  auto r = prune::prune(m, data, o);
+  EXPECT_EQ(r.masks.keep_layers, (std::vector<int64_t>{0, 2, 4}));
+  EXPECT_EQ(r.model->config().num_hidden_layers, 3);
+  // The shrunk model computes what the full one does with only those layers active.
+  m->active_layers = {0, 2, 4};
+  EXPECT_LT(max_diff(logits_of(r.model, data), logits_of(m, data)), 1e-5);
+  m->active_layers.clear();
+  auto imp = prune::prune(m, data, o.with_layer_select("importance").with_depth(2).with_score_batches(2));
+  EXPECT_EQ(imp.masks.keep_layers.size(), 2u);
+  EXPECT_TRUE(std::is_sorted(imp.masks.keep_layers.begin(), imp.masks.keep_layers.end()));
+}
+
+// ---- schedules ----
+
+TEST(Prune, CubicMovementReachesTargetAndTrains) {
+  auto m = tiny_model(8);
+  auto data = tiny_data(64, 9);
+  auto o = prune::PruneOptions()
+               .with_criterion(Criterion::Movement)
+               .with_schedule(Schedule::Cubic)
+               .with_sparsity(0.8)
+               .with_update_every(2)
+               .with_train(train::TrainOptions().with_epochs(2).with_batch_size(8).with_learning_rate(1e-3));
+  auto r = prune::prune(m, data, o);
+  ASSERT_EQ(r.fine_tuning.size(), 1u);
+  EXPECT_EQ(r.fine_tuning[0].steps, 16);
+  for (auto& [name, w] : prune::encoder_weights(r.model)) EXPECT_NEAR(density(w), 0.2, 0.01) << name;
+  // The masks are not magnitude's: movement kept some weights smaller than ones it dropped.
+  auto mag = prune::prune(m, data, prune::PruneOptions().with_sparsity(0.8).with_train(train::TrainOptions().with_epochs(0)));
+  EXPECT_FALSE(torch::equal(r.masks.weights.begin()->second, mag.masks.weights.begin()->second));
+}
+
+TEST(Prune, IterativeL1AndStructuredCubic) {
+  auto m = tiny_model(9);
+  auto data = tiny_data(32, 10);
+  auto it = prune::prune(m, data,
+                         prune::PruneOptions()
+                             .with_criterion(Criterion::L1)
+                             .with_schedule(Schedule::Iterative)
+                             .with_steps(2)
+                             .with_sparsity(0.6)
+                             .with_train(train::TrainOptions().with_epochs(1).with_batch_size(8)));
+  EXPECT_EQ(it.fine_tuning.size(), 2u);
+  EXPECT_NEAR(static_cast<double>(it.encoder_weights_after) / static_cast<double>(it.encoder_weights_before), 0.4, 1e-3);
+  auto st = prune::prune(m, data,
+                         prune::PruneOptions()
+                             .with_criterion(Criterion::Taylor)
+                             .with_granularity(Granularity::HeadsNeurons)
+                             .with_schedule(Schedule::Cubic)
+                             .with_update_every(1)
+                             .with_sparsity(0.5)
+                             .with_train(train::TrainOptions().with_epochs(2).with_batch_size(8)));
+  EXPECT_EQ(st.model->config().layer_heads.size(), 3u);
+  int64_t heads = 0;
+  for (auto h : st.model->config().layer_heads) heads += h;
+  EXPECT_EQ(heads, 6);
+  EXPECT_NEAR(static_cast<double>(st.encoder_weights_after) / static_cast<double>(st.encoder_weights_before), 0.5, 0.01);
+}
+
+// ---- LayerDrop ----
+
+TEST(Prune, LayerDropOnlyActsInTraining) {
+  auto m = tiny_model(10);
+  auto d = tiny_data(8, 11);
+  auto ref = logits_of(m, d);
+  m->layerdrop = 0.5;
+  EXPECT_EQ(max_diff(logits_of(m, d), ref), 0.0);
+  // In training mode with dropout off, some layer subsets must differ from the full model.
+  bool differed = false;
+  m->train();
+  torch::manual_seed(1);
+  for (int i = 0; i < 8 && !differed; ++i) {
+    torch::NoGradGuard g;
+    std::vector<std::size_t> idx(d.size());
+    std::iota(idx.begin(), idx.end(), 0);
+    auto b = train::make_batch(d, idx);
+    m->eval();
+    auto full = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+    m->train();
+    for (auto& mod : m->modules(false)) {
+      if (auto* dr = mod->as<torch::nn::Dropout>()) dr->options.p(0);
+    }
+    auto dropped = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+    differed = max_diff(full, dropped) > 1e-4;
+  }
+  EXPECT_TRUE(differed);
+}
+
+// ---- errors ----
+
+TEST(Prune, OptionErrorsNameTheField) {
+  EXPECT_NE(ct::error_of([] {
+              prune::PruneOptions().with_criterion(Criterion::Movement).validate();
+            }).find("schedule cubic"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] {
+              prune::PruneOptions().with_criterion(Criterion::Entropy).validate();
+            }).find("entropy"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] { prune::PruneOptions().with_sparsity(1.0).validate(); }).find("sparsity"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] { prune::parse_granularity("rows"); }).find("heads+neurons"), std::string::npos);
+  const auto dir = ct::scratch_dir("prune_recipe");
+  condense::write_file_atomic(dir / "r.yaml", "prune: {criterion: magnitude, sparsity: 0.5, nm: two}\n");
+  EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "r.yaml"); }).find("prune.nm"),
+            std::string::npos);
+  condense::write_file_atomic(dir / "s.yaml", "prune: {criterion: magnitude, sparsty: 0.5}\n");
+  EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "s.yaml"); }).find("sparsty"),
+            std::string::npos);
+}
