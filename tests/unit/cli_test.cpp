@@ -841,6 +841,74 @@ INSTANTIATE_TEST_SUITE_P(Recipes, CliQuantizeRecipe, ::testing::ValuesIn(recipe_
                            return n;
                          });
 
+// Every pruning recipe under recipes/prune/ runs from one command on the tiny model (a few steps on
+// 32 sentences, distilled from the model itself) and writes a model that eval, bench, inspect and
+// export read back; structured recipes remove parameters, unstructured ones store zeros sparsely.
+class CliPruneRecipe : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliPruneRecipe, RunsFromOneCommand) {
+  const std::string name = GetParam();
+  auto f = make_fixture("precipe_" + name);
+  if (f.work.empty()) GTEST_SKIP() << "CONDENSE_CLI, CONDENSE_TEACHER_DIR or SST-2 data missing";
+  const auto out = f.work / "p";
+  const auto recipe = ct::source_dir() / "recipes" / "prune" / (name + ".yaml");
+  auto r = run(f.work, {"prune", "--model", f.model.string(), "--data", f.data.string(), "--recipe", recipe.string(),
+                        "--out", out.string(), "--teacher", f.model.string(), "--quiet", "--train-limit", "32",
+                        "--batch-size", "8", "--max-length", "32", "--epochs", "1", "--score-batches", "2",
+                        "--update-every", "1", "--depth", "1", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto j = metrics_of(out);
+  EXPECT_EQ(j["recipe"], recipe.string());
+  EXPECT_LT(j["file_bytes"].get<int64_t>(), j["source_file_bytes"].get<int64_t>());
+  EXPECT_GT(j["encoder_sparsity"].get<double>(), 0.1);
+  EXPECT_TRUE(j["dev"].contains("accuracy"));
+  const bool unstructured = j["granularity"] == "unstructured" || j["granularity"] == "nm";
+  EXPECT_EQ(j["format"], unstructured ? "sparse-bitmap" : "dense");
+  if (!unstructured) EXPECT_LT(j["params_after"].get<int64_t>(), j["params_before"].get<int64_t>());
+  const std::vector<std::vector<std::string>> readers{
+      {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
+      {"inspect", "--model", out.string()},
+      {"bench", "--model", out.string(), "--batch", "2", "--seq", "16", "--seconds", "0.05", "--threads", "1"},
+      {"export", "--model", out.string(), "--out", (f.work / "hf").string()}};
+  for (const auto& args : readers) {
+    auto e = run(f.work, args);
+    EXPECT_EQ(e.exit_code, 0) << args[0] << ": " << show(e);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Recipes, CliPruneRecipe, ::testing::ValuesIn(recipe_files("prune")),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string n = info.param;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// Bad pruning input: an unknown criterion, a criterion the schedule cannot serve, and a sparse file
+// whose bitmap disagrees with its values each fail with one line and write nothing.
+TEST(Cli, PruneErrors) {
+  FIXTURE(f);
+  const auto out = f.work / "pruned";
+  const std::vector<std::string> base{"prune", "--model", f.model.string(), "--data", f.data.string(), "--out",
+                                      out.string(), "--train-limit", "16", "--threads", "1", "--quiet"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  expect_one_line_error(f, with({"--criterion", "weight"}), out, {"pruning criterion", "movement"});
+  expect_one_line_error(f, with({"--criterion", "movement"}), out, {"schedule cubic"});
+  expect_one_line_error(f, with({"--granularity", "layers", "--depth", "9", "--epochs", "0"}), out, {"depth"});
+  auto r = run(f.work, with({"--sparsity", "0.8", "--epochs", "0"}));
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto cfg = json::parse(slurp(out / "config.json"));
+  auto& tensors = cfg["sparsity_config"]["tensors"];
+  ASSERT_FALSE(tensors.empty());
+  cfg["sparsity_config"]["tensors"].push_back("bert.encoder.layer.0.attention.self.nothing.weight");
+  spit(out / "config.json", cfg.dump());
+  expect_one_line_error(f, {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
+                        f.work / "none", {"sparsity_config", "bert.encoder.layer.0.attention.self.nothing.weight"});
+}
+
 // A quantized file whose parts disagree with its config fails with one line naming the tensor;
 // a float loader (distill --teacher) refuses a quantized folder with one line too.
 TEST(Cli, CorruptQuantizedModel) {
