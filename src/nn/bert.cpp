@@ -62,6 +62,26 @@ void BertConfig::validate(const std::string& source) const {
       CONDENSE_CHECK(w >= 1, "{}: field 'condense_intermediate_sizes' holds {}, expected >= 1", source, w);
     }
   }
+  CONDENSE_CHECK(share.empty() || share == "all" || share == "attention" || share == "ffn",
+                 "{}: field 'condense_share' is '{}', expected all, attention or ffn", source, share);
+  CONDENSE_CHECK(embedding_size >= 0 && embedding_size <= hidden_size,
+                 "{}: field 'condense_embedding_size' must be in [0, hidden_size = {}], found {}", source, hidden_size,
+                 embedding_size);
+  for (const auto* m : {&ranks, &hash_buckets}) {
+    const char* field = m == &ranks ? "condense_ranks" : "condense_hash_buckets";
+    for (const auto& [name, v] : *m) {
+      CONDENSE_CHECK(v >= 1, "{}: field '{}' gives '{}' the value {}, expected >= 1", source, field, name, v);
+      CONDENSE_CHECK(name.rfind("bert.encoder.layer.", 0) == 0, "{}: field '{}' names '{}', not an encoder layer",
+                     source, field, name);
+    }
+  }
+  CONDENSE_CHECK((ranks.empty() && hash_buckets.empty() && share.empty() && embedding_size == 0) ||
+                     (bottleneck_size == 0 && num_ffn == 1 && (norm == NormKind::LayerNorm || norm == NormKind::BatchNorm ||
+                                                               norm == NormKind::NoNorm)),
+                 "{}: low-rank, hashed, shared or factorized-embedding models need plain BERT layers", source);
+  CONDENSE_CHECK(share.empty() || !per_layer_shapes(),
+                 "{}: field 'condense_share' needs uniform layers (no condense_layer_heads / condense_intermediate_sizes)",
+                 source);
   CONDENSE_CHECK(!per_layer_shapes() || (bottleneck_size == 0 && num_ffn == 1),
                  "{}: per-layer shapes (condense_layer_heads / condense_intermediate_sizes) need a plain BERT layer, "
                  "not a bottleneck one",
@@ -114,6 +134,10 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   c.num_ffn = get_or<int64_t>(j, "condense_num_ffn", 1, source);
   c.layer_heads = get_or<std::vector<int64_t>>(j, "condense_layer_heads", {}, source);
   c.layer_intermediate = get_or<std::vector<int64_t>>(j, "condense_intermediate_sizes", {}, source);
+  c.ranks = get_or<std::map<std::string, int64_t>>(j, "condense_ranks", {}, source);
+  c.hash_buckets = get_or<std::map<std::string, int64_t>>(j, "condense_hash_buckets", {}, source);
+  c.embedding_size = get_or<int64_t>(j, "condense_embedding_size", 0, source);
+  c.share = get_or<std::string>(j, "condense_share", "", source);
   if (j.contains("position_embedding_type") && j["position_embedding_type"].is_string()) {
     auto p = j["position_embedding_type"].get<std::string>();
     CONDENSE_CHECK(p == "absolute", "{}: field 'position_embedding_type' is '{}', only 'absolute' is supported",
@@ -128,6 +152,13 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
   c.extra = j;
   c.validate(source);
   return c;
+}
+
+DenseShape BertConfig::dense_shape(const std::string& name) const {
+  DenseShape d;
+  if (auto it = ranks.find(name); it != ranks.end()) d.rank = it->second;
+  if (auto it = hash_buckets.find(name); it != hash_buckets.end()) d.buckets = it->second;
+  return d;
 }
 
 int64_t BertConfig::heads_at(int64_t layer) const {
@@ -175,9 +206,16 @@ nlohmann::json BertConfig::to_json() const {
   j.erase("condense_intermediate_sizes");
   if (!layer_heads.empty()) j["condense_layer_heads"] = layer_heads;
   if (!layer_intermediate.empty()) j["condense_intermediate_sizes"] = layer_intermediate;
-  // Per-layer shapes need the modeling file checkpoint.h writes beside the weights.
+  for (const char* k : {"condense_ranks", "condense_hash_buckets", "condense_embedding_size", "condense_share"}) {
+    j.erase(k);
+  }
+  if (!ranks.empty()) j["condense_ranks"] = ranks;
+  if (!hash_buckets.empty()) j["condense_hash_buckets"] = hash_buckets;
+  if (embedding_size > 0) j["condense_embedding_size"] = embedding_size;
+  if (!share.empty()) j["condense_share"] = share;
+  // These shapes need the modeling file checkpoint.h writes beside the weights.
   j.erase("auto_map");
-  if (per_layer_shapes()) {
+  if (needs_modeling_file()) {
     j["auto_map"] = {{"AutoModelForSequenceClassification",
                       "modeling_condense.CondensePrunedBertForSequenceClassification"}};
     j["architectures"] = {"CondensePrunedBertForSequenceClassification"};
@@ -194,7 +232,12 @@ nlohmann::json BertConfig::to_json() const {
 }
 
 BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) {
-  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  const int64_t e = c.embedding_size > 0 ? c.embedding_size : c.hidden_size;
+  word_embeddings = register_module("word_embeddings", torch::nn::Embedding(c.vocab_size, e));
+  if (c.embedding_size > 0) {
+    word_projection = register_module("word_projection",
+                                      torch::nn::Linear(torch::nn::LinearOptions(e, c.hidden_size).bias(false)));
+  }
   position_embeddings =
       register_module("position_embeddings", torch::nn::Embedding(c.max_position_embeddings, c.hidden_size));
   token_type_embeddings =
@@ -209,16 +252,18 @@ torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const 
   CONDENSE_CHECK(seq <= position_embeddings->weight.size(0),
                  "sequence length {} exceeds max_position_embeddings {}", seq, position_embeddings->weight.size(0));
   auto positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
-  auto x = word_embeddings(input_ids) + position_embeddings(positions) + token_type_embeddings(token_type_ids);
+  auto words = word_embeddings(input_ids);
+  if (word_projection) words = word_projection(words);
+  auto x = words + position_embeddings(positions) + token_type_embeddings(token_type_ids);
   return dropout(LayerNorm(x, token_mask));
 }
 
-BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c, int64_t heads_)
+BertSelfAttentionImpl::BertSelfAttentionImpl(const BertConfig& c, int64_t heads_, const std::string& prefix)
     : heads(heads_), head_dim(c.head_dim()), dropout_p(c.attention_probs_dropout_prob) {
   const int64_t w = c.block_width(), inner = heads * head_dim;
-  query = register_module("query", Dense(w, inner, c.norm));
-  key = register_module("key", Dense(w, inner, c.norm));
-  value = register_module("value", Dense(w, inner, c.norm));
+  query = register_module("query", Dense(w, inner, c.norm, c.dense_shape(prefix + "query")));
+  key = register_module("key", Dense(w, inner, c.norm, c.dense_shape(prefix + "key")));
+  value = register_module("value", Dense(w, inner, c.norm, c.dense_shape(prefix + "value")));
   dropout = register_module("dropout", torch::nn::Dropout(c.attention_probs_dropout_prob));
 }
 
@@ -243,8 +288,8 @@ torch::Tensor BertSelfAttentionImpl::forward(const torch::Tensor& x, const torch
   return context.transpose(1, 2).reshape({b, s, heads * head_dim});
 }
 
-BertResidualOutputImpl::BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c) {
-  dense = register_module("dense", Dense(in, out, c.norm));
+BertResidualOutputImpl::BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c, const std::string& prefix) {
+  dense = register_module("dense", Dense(in, out, c.norm, c.dense_shape(prefix + "dense")));
   LayerNorm = register_module("LayerNorm", Norm(c.norm, out, c.layer_norm_eps));
   dropout = register_module("dropout", torch::nn::Dropout(c.hidden_dropout_prob));
 }
@@ -254,9 +299,9 @@ torch::Tensor BertResidualOutputImpl::forward(const torch::Tensor& x, const torc
   return LayerNorm(dropout(dense(x)) + residual, token_mask);
 }
 
-BertAttentionImpl::BertAttentionImpl(const BertConfig& c, int64_t heads) {
-  self = register_module("self", BertSelfAttention(c, heads));
-  output = register_module("output", BertResidualOutput(heads * c.head_dim(), c.block_width(), c));
+BertAttentionImpl::BertAttentionImpl(const BertConfig& c, int64_t heads, const std::string& prefix) {
+  self = register_module("self", BertSelfAttention(c, heads, prefix + "self."));
+  output = register_module("output", BertResidualOutput(heads * c.head_dim(), c.block_width(), c, prefix + "output."));
 }
 
 torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& additive_mask,
@@ -264,8 +309,9 @@ torch::Tensor BertAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   return output(self(x, additive_mask, taps), x, token_mask);
 }
 
-BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c, int64_t width) : act(c.hidden_act) {
-  dense = register_module("dense", Dense(c.block_width(), width, c.norm));
+BertIntermediateImpl::BertIntermediateImpl(const BertConfig& c, int64_t width, const std::string& prefix)
+    : act(c.hidden_act) {
+  dense = register_module("dense", Dense(c.block_width(), width, c.norm, c.dense_shape(prefix + "dense")));
 }
 
 torch::Tensor BertIntermediateImpl::forward(const torch::Tensor& x) {
@@ -292,10 +338,20 @@ torch::Tensor BertBottleneckImpl::down(const torch::Tensor& x, const torch::Tens
   return input_norm(input_dense(x), token_mask);
 }
 
-BertLayerImpl::BertLayerImpl(const BertConfig& c, int64_t index) {
-  attention = register_module("attention", BertAttention(c, c.heads_at(index)));
-  intermediate = register_module("intermediate", BertIntermediate(c, c.intermediate_at(index)));
-  output = register_module("output", BertResidualOutput(c.intermediate_at(index), c.block_width(), c));
+BertLayerImpl::BertLayerImpl(const BertConfig& c, int64_t index, const BertLayerImpl* first) {
+  const std::string p = "bert.encoder.layer." + std::to_string(index) + ".";
+  if (first != nullptr && c.shares("attention")) {
+    attention = first->attention;  // ALBERT sharing: layer 0's block, not registered again
+  } else {
+    attention = register_module("attention", BertAttention(c, c.heads_at(index), p + "attention."));
+  }
+  if (first != nullptr && c.shares("ffn")) {
+    intermediate = first->intermediate;
+    output = first->output;
+  } else {
+    intermediate = register_module("intermediate", BertIntermediate(c, c.intermediate_at(index), p + "intermediate."));
+    output = register_module("output", BertResidualOutput(c.intermediate_at(index), c.block_width(), c, p + "output."));
+  }
   if (c.bottleneck_size > 0) bottleneck = register_module("bottleneck", BertBottleneck(c));
   if (c.num_ffn > 1) {
     ffn = register_module("ffn", torch::nn::ModuleList());
@@ -316,7 +372,10 @@ torch::Tensor BertLayerImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 BertEncoderImpl::BertEncoderImpl(const BertConfig& c) {
   layer = register_module("layer", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.num_hidden_layers; ++i) layer->push_back(BertLayer(c, i));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const BertLayerImpl* first = i == 0 ? nullptr : layer->ptr<BertLayerImpl>(0).get();
+    layer->push_back(BertLayer(c, i, first));
+  }
 }
 
 BertPoolerImpl::BertPoolerImpl(const BertConfig& c) {

@@ -330,10 +330,37 @@ namespace {
 // shapes ships this modeling file (config.json auto_map points at it): it builds the standard BERT
 // and resizes each layer's linear layers before the weights load. Transformers' attention infers
 // the head count from the projection width, so nothing else changes.
-constexpr const char* kPrunedBertModeling = R"PY(# Written by condense: BERT with per-layer attention heads and FFN widths (a pruned model).
+constexpr const char* kPrunedBertModeling = R"PY(# Written by condense: BERT with per-layer attention heads and FFN widths (a pruned model),
+# low-rank linear layers (SVD factorization) and/or a factorized word embedding (ALBERT).
 # Load with AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).
+import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import BertForSequenceClassification
+
+
+class LowRankLinear(nn.Module):
+    """W = weight_up @ weight_down, applied as two thin products."""
+
+    def __init__(self, n_in, n_out, rank):
+        super().__init__()
+        self.weight_up = nn.Parameter(torch.zeros(n_out, rank))
+        self.weight_down = nn.Parameter(torch.zeros(rank, n_in))
+        self.bias = nn.Parameter(torch.zeros(n_out))
+
+    def forward(self, x):
+        return F.linear(F.linear(x, self.weight_down), self.weight_up, self.bias)
+
+
+class FactorizedEmbedding(nn.Embedding):
+    """vocab x E lookup followed by the (unregistered here) E -> hidden projection."""
+
+    def __init__(self, vocab, e, projection, padding_idx):
+        super().__init__(vocab, e, padding_idx=padding_idx)
+        self._projection = [projection]
+
+    def forward(self, ids):
+        return self._projection[0](super().forward(ids))
 
 
 class CondensePrunedBertForSequenceClassification(BertForSequenceClassification):
@@ -343,15 +370,29 @@ class CondensePrunedBertForSequenceClassification(BertForSequenceClassification)
         head_dim = config.hidden_size // config.num_attention_heads
         heads = getattr(config, "condense_layer_heads", None) or [config.num_attention_heads] * n
         widths = getattr(config, "condense_intermediate_sizes", None) or [config.intermediate_size] * n
+        ranks = getattr(config, "condense_ranks", None) or {}
         hidden = config.hidden_size
-        for layer, h, w in zip(self.bert.encoder.layer, heads, widths):
+
+        def linear(name, n_in, n_out):
+            r = ranks.get(name, 0)
+            return LowRankLinear(n_in, n_out, r) if r else nn.Linear(n_in, n_out)
+
+        for i, (layer, h, w) in enumerate(zip(self.bert.encoder.layer, heads, widths)):
+            p = f"bert.encoder.layer.{i}."
             inner = h * head_dim
             att = layer.attention.self
-            att.query, att.key, att.value = nn.Linear(hidden, inner), nn.Linear(hidden, inner), nn.Linear(hidden, inner)
+            att.query = linear(p + "attention.self.query", hidden, inner)
+            att.key = linear(p + "attention.self.key", hidden, inner)
+            att.value = linear(p + "attention.self.value", hidden, inner)
             att.num_attention_heads, att.all_head_size = h, inner
-            layer.attention.output.dense = nn.Linear(inner, hidden)
-            layer.intermediate.dense = nn.Linear(hidden, w)
-            layer.output.dense = nn.Linear(w, hidden)
+            layer.attention.output.dense = linear(p + "attention.output.dense", inner, hidden)
+            layer.intermediate.dense = linear(p + "intermediate.dense", hidden, w)
+            layer.output.dense = linear(p + "output.dense", w, hidden)
+        e = getattr(config, "condense_embedding_size", 0) or 0
+        if e:
+            emb = self.bert.embeddings
+            emb.word_projection = nn.Linear(e, hidden, bias=False)
+            emb.word_embeddings = FactorizedEmbedding(config.vocab_size, e, emb.word_projection, config.pad_token_id)
         self.post_init()
 )PY";
 }  // namespace
@@ -360,7 +401,7 @@ void save_pretrained(BertClassifier& model, const fs::path& target, const fs::pa
                      const std::map<std::string, std::string>& metadata,
                      const std::map<std::string, std::string>& extra_files) {
   auto files = extra_files;
-  if (model->config().per_layer_shapes()) files[kPrunedModelingFile] = kPrunedBertModeling;
+  if (model->config().needs_modeling_file()) files[kPrunedModelingFile] = kPrunedBertModeling;
   save_module_folder(*model, model->config().to_json(), target, tokenizer_dir, metadata, files);
 }
 

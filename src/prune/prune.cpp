@@ -69,12 +69,13 @@ std::vector<DenseRef> encoder_denses(nn::BertClassifier& model) {
 
 void check_prunable(nn::BertClassifier& model) {
   const auto& c = model->config();
+  CONDENSE_CHECK(c.share.empty(), "pruning needs unshared layers; this model shares '{}' across layers", c.share);
   CONDENSE_CHECK(c.bottleneck_size == 0 && c.num_ffn == 1,
                  "pruning needs plain BERT layers; this model has a MobileBERT bottleneck (condense_bottleneck_size / "
                  "condense_num_ffn)");
   for (auto& d : encoder_denses(model)) {
-    CONDENSE_CHECK(d.dense->plain(), "pruning needs plain linear weights; '{}' is {} parameterised", d.name,
-                   nn::to_string(c.norm));
+    CONDENSE_CHECK(d.dense->plain(), "pruning needs plain linear weights; '{}' is low-rank, hashed or {} parameterised",
+                   d.name, nn::to_string(c.norm));
   }
 }
 
@@ -531,6 +532,27 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
   const bool structured_units = prunes_heads(o.granularity) || prunes_neurons(o.granularity);
   const bool needs_grad_scores = o.criterion == Criterion::Taylor || o.criterion == Criterion::Movement;
 
+  // Movement scores as trained parameters: Adam (β 0.9 / 0.999) with the paper's score learning
+  // rate 1e-2, scores starting at 0 (Sanh et al. 2020, appendix: mask_scores lr 1e-2).
+  std::map<std::string, torch::Tensor> adam_m, adam_v, hmap, nmap;
+  std::map<std::string, int64_t> adam_t;
+  auto adam_step = [&](const std::string& key, const torch::Tensor& grad, std::map<std::string, torch::Tensor>& scores) {
+    constexpr double kLr = 1e-2, kB1 = 0.9, kB2 = 0.999, kEps = 1e-8;
+    auto& mm = adam_m[key];
+    auto& vv = adam_v[key];
+    auto& ss = scores[key];
+    if (!mm.defined()) {
+      mm = torch::zeros_like(grad);
+      vv = torch::zeros_like(grad);
+      ss = torch::zeros_like(grad);
+    }
+    const double t = static_cast<double>(++adam_t[key]);
+    mm.mul_(kB1).add_(grad, 1 - kB1);
+    vv.mul_(kB2).addcmul_(grad, grad, 1 - kB2);
+    auto mhat = mm / (1 - std::pow(kB1, t));
+    auto vhat = vv / (1 - std::pow(kB2, t));
+    ss.sub_(kLr * mhat / (vhat.sqrt() + kEps));
+  };
   auto accumulate = [&](double decay) {
     torch::NoGradGuard ng;
     if (wl) {
@@ -539,7 +561,10 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
         torch::Tensor g;
         if (o.criterion == Criterion::Movement) {
           if (!k->effective.defined() || !k->effective.grad().defined()) continue;
-          g = -(k->effective.grad() * d.dense->weight);  // Sanh et al.: S −= ∂L/∂W' · W
+          // Sanh et al.: ∂L/∂S = ∂L/∂W' · W through the straight-through mask; the scores are
+          // trained by Adam like the weights (ScoreAdam), so S grows for weights moving away from 0.
+          adam_step(d.name, k->effective.grad() * d.dense->weight, wacc);
+          continue;
         } else {
           if (!d.dense->weight.grad().defined()) continue;
           g = (d.dense->weight.grad() * d.dense->weight).pow(2);  // Molchanov et al. 2019
@@ -560,8 +585,11 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
         auto gh = gates.heads[i].grad(), gn = gates.neurons[i].grad();
         if (!gh.defined()) continue;
         if (o.criterion == Criterion::Movement) {
-          hacc[i].sub_(gh);
-          nacc[i].sub_(gn);
+          // Gate movement: ∂L/∂ξ for the unit's gate, scores trained by Adam as above.
+          adam_step("heads." + std::to_string(i), gh, hmap);
+          adam_step("neurons." + std::to_string(i), gn, nmap);
+          hacc[i] = hmap["heads." + std::to_string(i)];
+          nacc[i] = nmap["neurons." + std::to_string(i)];
         } else {
           hacc[i].mul_(decay).add_(gh.abs(), 1 - decay);  // Michel et al.: E |∂L/∂ξ|
           nacc[i].mul_(decay).add_(gn.abs(), 1 - decay);

@@ -189,12 +189,15 @@ std::vector<std::string> dense_layer_names(nn::BertClassifier& model) {
 
 QuantizedModel apply(nn::BertClassifier& model, const QuantizeOptions& o, const train::EncodedDataset* calib) {
   o.validate();
+  CONDENSE_CHECK(model->config().share.empty(),
+                 "quantization needs unshared layers; this model shares '{}' across layers (condense_share)",
+                 model->config().share);
   QuantizedModel q;
   q.options = o;
   auto dense = encoder_dense(model);
   std::erase_if(dense, [&](const DenseRef& d) { return kept_float(d.name, o); });
   for (const auto& d : dense) {
-    CONDENSE_CHECK(d.layer->plain(), "{}: quantization needs plain linear layers (not weightnorm or cosinenorm)", d.name);
+    CONDENSE_CHECK(d.layer->plain(), "{}: quantization needs plain linear layers (not weightnorm, cosinenorm, low-rank or hashed)", d.name);
   }
   std::map<std::string, ActRange> ranges;
   if (o.activations == Activations::Static) {
@@ -242,9 +245,12 @@ QuantizedModel apply(nn::BertClassifier& model, const QuantizeOptions& o, const 
 
 void prepare_qat(nn::BertClassifier& model, const QuantizeOptions& o) {
   o.validate();
+  CONDENSE_CHECK(model->config().share.empty(),
+                 "quantization needs unshared layers; this model shares '{}' across layers (condense_share)",
+                 model->config().share);
   for (const auto& d : encoder_dense(model)) {
     if (kept_float(d.name, o)) continue;
-    CONDENSE_CHECK(d.layer->plain(), "{}: quantization needs plain linear layers (not weightnorm or cosinenorm)", d.name);
+    CONDENSE_CHECK(d.layer->plain(), "{}: quantization needs plain linear layers (not weightnorm, cosinenorm, low-rank or hashed)", d.name);
     d.layer->set_kernel(std::make_shared<detail::QatKernel>(scheme_for(d.name, o), o.activations, o.act_symmetric));
   }
 }

@@ -12,4 +12,6 @@ void add_export(CLI::App& app);
 void add_report(CLI::App& app);
 void add_quantize(CLI::App& app);
 void add_prune(CLI::App& app);
+void add_factorize(CLI::App& app);
+void add_share(CLI::App& app);
 }  // namespace condense::cli

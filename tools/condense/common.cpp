@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "condense/core/error.h"
+#include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/quantize/quantize.h"
 
@@ -183,6 +184,24 @@ std::string human_bytes(double b) {
   if (b >= 1e6) return fmt::format("{:.1f} MB", b / 1e6);
   if (b >= 1e3) return fmt::format("{:.1f} kB", b / 1e3);
   return fmt::format("{:.0f} B", b);
+}
+
+train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha,
+                      double temperature) {
+  if (teacher.empty()) {
+    return [](nn::BertClassifier& m, const train::Batch& b) {
+      return train::task_loss(m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits, b);
+    };
+  }
+  auto t = nn::load_classifier(teacher);
+  auto logits = train::predict_logits(t, train);
+  distill::DistillOptions kd;
+  kd.alpha = alpha;
+  kd.temperature = temperature;
+  return [logits, kd](nn::BertClassifier& m, const train::Batch& b) {
+    auto s = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+    return distill::distillation_loss(s, logits.index_select(0, b.indices), b, kd);
+  };
 }
 
 }  // namespace condense::cli

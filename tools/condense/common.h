@@ -83,6 +83,11 @@ AnyModel load_any_model(const std::filesystem::path& dir);
 nlohmann::json model_shape(const nn::BertClassifier& model);
 nlohmann::json model_shape(const nn::TextNetClassifier& model);
 
+/// The fine-tuning loss of the compression commands: Hinton KD (alpha · soft + (1 − alpha) · task)
+/// from `teacher`'s logits, computed once for `train`; an empty teacher gives the task loss alone.
+train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha,
+                      double temperature);
+
 /// Removes a finished run's training state (it is the size of three models) unless --keep-state.
 void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir);
 

@@ -3,6 +3,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "condense/factorize/factorize.h"
 #include "condense/nn/checkpoint.h"
 
 namespace condense::cli {
@@ -35,6 +36,8 @@ void run(const ExportArgs& a) {
       fail("{}: cannot read training state ({})", path.string(), e.what_without_backtrace());
     }
   }
+  // Shared and hashed layers are condense's storage; Hugging Face gets the equivalent full layers.
+  if (model->config().condense_only_storage()) model = factorize::expand(model);
   nn::save_pretrained(model, a.out, a.model, {{"condense", "export"}});
   fmt::print("exported {} ({} parameters) -> {}\n", a.model, model->num_parameters(), a.out);
 }

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
   condense::cli::add_report(app);
   condense::cli::add_quantize(app);
   condense::cli::add_prune(app);
+  condense::cli::add_factorize(app);
+  condense::cli::add_share(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

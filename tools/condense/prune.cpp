@@ -6,7 +6,6 @@
 #include "commands.h"
 #include "common.h"
 #include "condense/core/file.h"
-#include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/pipeline/recipe.h"
 #include "condense/prune/prune.h"
@@ -77,19 +76,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   const auto before = train::evaluate(model, enc_dev, dev);
 
   // With a teacher: Hinton KD from its logits, computed once for the training set.
-  train::LossFn loss;
-  torch::Tensor teacher_logits;
-  distill::DistillOptions kd;
-  kd.alpha = recipe.alpha;
-  kd.temperature = recipe.temperature;
-  if (!a.teacher.empty()) {
-    auto teacher = nn::load_classifier(a.teacher);
-    teacher_logits = train::predict_logits(teacher, enc_train);
-    loss = [&](nn::BertClassifier& m, const train::Batch& b) {
-      auto logits = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
-      return distill::distillation_loss(logits, teacher_logits.index_select(0, b.indices), b, kd);
-    };
-  }
+  auto loss = kd_loss(a.teacher, enc_train, recipe.alpha, recipe.temperature);
   auto r = prune::prune(model, enc_train, o, loss);
   const bool unstructured = o.granularity == prune::Granularity::Unstructured || o.granularity == prune::Granularity::NM;
 

@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -53,6 +54,18 @@ struct BertConfig {
   /// head_dim stays hidden_size / num_attention_heads. Stored as `condense_layer_heads` and
   /// `condense_intermediate_sizes`; each layer keeps at least one head and one neuron.
   std::vector<int64_t> layer_heads, layer_intermediate;
+  /// Low-rank and hashed encoder linear layers (factorize/; nn::DenseShape), by module name
+  /// ("bert.encoder.layer.0.attention.self.query"). Stored as `condense_ranks` and
+  /// `condense_hash_buckets`.
+  std::map<std::string, int64_t> ranks, hash_buckets;
+  /// ALBERT's factorized embedding (Lan et al. 2020): when > 0, word embeddings are
+  /// vocab × embedding_size followed by `word_projection` (embedding_size → hidden, no bias).
+  /// Stored as `condense_embedding_size`.
+  int64_t embedding_size = 0;
+  /// ALBERT's cross-layer sharing: "all" (every layer runs layer 0's parameters), "attention" or
+  /// "ffn" (that block shared, the rest per layer), "" = none. Only layer 0 stores shared blocks.
+  /// Stored as `condense_share`.
+  std::string share;
   /// Everything else in the file, kept so that a round trip does not lose fields.
   nlohmann::json extra = nlohmann::json::object();
 
@@ -64,8 +77,17 @@ struct BertConfig {
   int64_t intermediate_at(int64_t layer) const;
   /// Whether some layer's heads or FFN width differ from the uniform values.
   bool per_layer_shapes() const { return !layer_heads.empty() || !layer_intermediate.empty(); }
+  /// The storage of the encoder linear layer called `name`.
+  DenseShape dense_shape(const std::string& name) const;
+  /// Whether the modeling file written beside the weights is needed for transformers to build the
+  /// model (per-layer shapes, low-rank layers, factorized embeddings).
+  bool needs_modeling_file() const { return per_layer_shapes() || !ranks.empty() || embedding_size > 0; }
+  bool shares(const std::string& block) const { return share == "all" || share == block; }
   /// Whether Hugging Face's BertForSequenceClassification can hold this model.
   bool hf_compatible() const { return norm == NormKind::LayerNorm && bottleneck_size == 0 && num_ffn == 1; }
+  /// Layout changes only condense reads (hashed layers, shared layers): `condense export` expands
+  /// them into an equivalent plain model first.
+  bool condense_only_storage() const { return !hash_buckets.empty() || !share.empty(); }
   /// Throws condense::Error naming `source` and the field when values are inconsistent.
   void validate(const std::string& source) const;
   static BertConfig from_json(const nlohmann::json& j, const std::string& source);
@@ -109,6 +131,7 @@ class BertEmbeddingsImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                         const torch::Tensor& token_mask = {});
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
+  torch::nn::Linear word_projection{nullptr};  ///< only with embedding_size > 0
   Norm LayerNorm{nullptr};
   torch::nn::Dropout dropout{nullptr};
 };
@@ -116,7 +139,8 @@ TORCH_MODULE(BertEmbeddings);
 
 class BertSelfAttentionImpl : public torch::nn::Module {
  public:
-  BertSelfAttentionImpl(const BertConfig& c, int64_t heads);
+  /// `prefix` names the module ("bert.encoder.layer.0.attention.self.") for low-rank lookups.
+  BertSelfAttentionImpl(const BertConfig& c, int64_t heads, const std::string& prefix = "");
   /// additive_mask: [batch, 1, 1, seq], 0 for tokens and a large negative number for padding.
   /// When taps is non-null its requested fields receive the attention probabilities / scores.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps);
@@ -134,7 +158,7 @@ TORCH_MODULE(BertSelfAttention);
 /// `attention.output` and `output` in Hugging Face: dense, dropout, residual, LayerNorm.
 class BertResidualOutputImpl : public torch::nn::Module {
  public:
-  BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c);
+  BertResidualOutputImpl(int64_t in, int64_t out, const BertConfig& c, const std::string& prefix = "");
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual, const torch::Tensor& token_mask = {});
   Dense dense{nullptr};
   Norm LayerNorm{nullptr};
@@ -144,7 +168,7 @@ TORCH_MODULE(BertResidualOutput);
 
 class BertAttentionImpl : public torch::nn::Module {
  public:
-  BertAttentionImpl(const BertConfig& c, int64_t heads);
+  BertAttentionImpl(const BertConfig& c, int64_t heads, const std::string& prefix = "");
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
                         const torch::Tensor& token_mask = {});
   BertSelfAttention self{nullptr};
@@ -154,7 +178,7 @@ TORCH_MODULE(BertAttention);
 
 class BertIntermediateImpl : public torch::nn::Module {
  public:
-  BertIntermediateImpl(const BertConfig& c, int64_t width);
+  BertIntermediateImpl(const BertConfig& c, int64_t width, const std::string& prefix = "");
   torch::Tensor forward(const torch::Tensor& x);
   Dense dense{nullptr};
   std::string act;
@@ -187,7 +211,9 @@ TORCH_MODULE(BertBottleneck);
 
 class BertLayerImpl : public torch::nn::Module {
  public:
-  BertLayerImpl(const BertConfig& c, int64_t index);
+  /// With cross-layer sharing, layers after the first take the shared blocks from `first` without
+  /// registering them (so each parameter exists once).
+  BertLayerImpl(const BertConfig& c, int64_t index, const BertLayerImpl* first = nullptr);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& additive_mask, AttentionTaps* taps,
                         const torch::Tensor& token_mask = {});
   BertAttention attention{nullptr};

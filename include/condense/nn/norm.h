@@ -64,27 +64,44 @@ class DenseKernel {
 
 /// A linear layer whose parameterisation follows the kind: plain `weight`/`bias` (every kind but
 /// the two below), weightnorm `weight_v`/`weight_g`/`bias`, cosinenorm `weight`/`scale`/`bias`.
+/// How a Dense layer stores its matrix when it is not a full one (factorize/): a low-rank product
+/// W = U·V with `weight_up` [out, rank] and `weight_down` [rank, in] (SVD factorization), or the
+/// hashing trick (Chen et al. 2015, HashedNets) with `weight_buckets` [buckets] shared by all
+/// entries: W[i][j] = ξ(i, j) · buckets[h(i, j)], h and the sign ξ fixed hashes of the position.
+struct DenseShape {
+  int64_t rank = 0;
+  int64_t buckets = 0;
+};
+
 class DenseImpl : public torch::nn::Module {
  public:
-  DenseImpl(int64_t in, int64_t out, NormKind kind = NormKind::LayerNorm);
+  DenseImpl(int64_t in, int64_t out, NormKind kind = NormKind::LayerNorm, DenseShape shape = {});
   torch::Tensor forward(const torch::Tensor& x);
-  /// Plain and weightnorm: the matrix the layer multiplies by (g · v / ‖v‖ for weightnorm).
+  /// The matrix the layer multiplies by (g · v / ‖v‖ for weightnorm, U·V for low rank, the
+  /// hashed expansion for buckets).
   torch::Tensor effective_weight() const;
   /// Sets the layer from a plain linear layer's weight and bias so that it computes the same
-  /// function (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows, whose lengths it ignores).
+  /// function (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows, whose lengths it ignores), or
+  /// the closest one it can hold (low rank: truncated SVD; hashed: bucket means of ξ·W).
   void copy_from(const torch::Tensor& weight, const torch::Tensor& bias);
   /// Hugging Face initialisation: weights normal(0, std), biases 0 (g = row norms, scale 1).
   void reset(double std);
   bool plain() const { return mode_ == Mode::Plain; }
+  bool low_rank() const { return mode_ == Mode::LowRank; }
+  bool hashed() const { return mode_ == Mode::Hashed; }
+  int64_t in_features() const { return in_; }
+  int64_t out_features() const { return out_; }
   /// Installs (or with nullptr removes) the kernel forward() delegates to.
   void set_kernel(std::shared_ptr<DenseKernel> kernel) { kernel_ = std::move(kernel); }
   const std::shared_ptr<DenseKernel>& kernel() const { return kernel_; }
   /// The float product, whatever kernel is installed.
   torch::Tensor float_forward(const torch::Tensor& x);
-  torch::Tensor weight, bias, weight_v, weight_g, scale;
+  torch::Tensor weight, bias, weight_v, weight_g, scale, weight_up, weight_down, weight_buckets;
 
  private:
-  enum class Mode { Plain, WeightNorm, Cosine } mode_;
+  enum class Mode { Plain, WeightNorm, Cosine, LowRank, Hashed } mode_;
+  int64_t in_ = 0, out_ = 0;
+  torch::Tensor hash_index_, hash_sign_;  // fixed, recomputed from the shape: never saved
   std::shared_ptr<DenseKernel> kernel_;
 };
 TORCH_MODULE(Dense);

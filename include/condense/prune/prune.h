@@ -8,8 +8,9 @@
 /// - taylor: first-order Taylor estimate of the loss change (Molchanov et al. 2019): (g·w)² per
 ///   weight; for heads and neurons |∂L/∂ξ| of a gate ξ on the unit, which for heads is the head
 ///   importance of Michel et al. 2019 ("Are Sixteen Heads Really Better than One?").
-/// - movement: −Σ_t g_t·w_t accumulated while fine-tuning (Sanh et al. 2020, hard movement with a
-///   straight-through mask, so pruned weights may come back); needs the iterative or cubic schedule.
+/// - movement: scores S trained with ∂L/∂S = g·w while fine-tuning (Sanh et al. 2020, hard
+///   movement: top-k of S through a straight-through mask, so pruned weights may come back; S
+///   updated by Adam at the paper's score learning rate 1e-2); needs the cubic schedule.
 /// - l1 / l2: fine-tune with λ‖w‖₁ or λ‖w‖² on the encoder weights, then rank by magnitude.
 /// - entropy: entropy of a unit's activation histogram over data (Luo & Wu 2017): a unit whose
 ///   output barely varies carries little information. Heads and neurons only.
