@@ -909,6 +909,49 @@ TEST(Cli, PruneErrors) {
                         f.work / "none", {"sparsity_config", "bert.encoder.layer.0.attention.self.nothing.weight"});
 }
 
+// condense factorize and condense share build smaller models that eval, bench, inspect and export
+// read back (export expands shared and hashed layers to a plain model); contradictory options fail
+// with one line.
+TEST(Cli, FactorizeAndShare) {
+  FIXTURE(f);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases{
+      {"factorize", {"--rank", "8", "--embedding-size", "16"}},
+      {"factorize", {"--energy", "0.6"}},
+      {"share", {"--mode", "all"}},
+      {"share", {"--mode", "ffn", "--from-scratch"}},
+      {"share", {"--hash-compression", "4"}}};
+  int k = 0;
+  for (const auto& [cmd, extra] : cases) {
+    const auto out = f.work / ("m" + std::to_string(k++));
+    std::vector<std::string> args{cmd, "--model", f.model.string(), "--data", f.data.string(), "--out", out.string(),
+                                  "--teacher", f.model.string(), "--train-limit", "32", "--batch-size", "16",
+                                  "--max-length", "32", "--threads", "1", "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto r = run(f.work, args);
+    ASSERT_EQ(r.exit_code, 0) << show(r);
+    auto j = metrics_of(out);
+    EXPECT_LT(j["params_after"].get<int64_t>(), j["params_before"].get<int64_t>()) << cmd;
+    EXPECT_LT(j["file_bytes"].get<int64_t>(), j["source_file_bytes"].get<int64_t>()) << cmd;
+    EXPECT_TRUE(j["dev"].contains("accuracy"));
+    const std::vector<std::vector<std::string>> readers{
+        {"eval", "--model", out.string(), "--data", f.data.string(), "--threads", "1"},
+        {"inspect", "--model", out.string()},
+        {"bench", "--model", out.string(), "--batch", "2", "--seq", "16", "--seconds", "0.05", "--threads", "1"},
+        {"export", "--model", out.string(), "--out", (out.string() + "-hf")}};
+    for (const auto& a : readers) {
+      auto e = run(f.work, a);
+      EXPECT_EQ(e.exit_code, 0) << cmd << " " << a[0] << ": " << show(e);
+    }
+  }
+  const auto bad = f.work / "bad";
+  expect_one_line_error(f, {"factorize", "--model", f.model.string(), "--data", f.data.string(), "--out", bad.string(),
+                            "--rank", "8", "--energy", "0.5", "--quiet"},
+                        bad, {"exclude each other"});
+  expect_one_line_error(f, {"share", "--model", f.model.string(), "--data", f.data.string(), "--out", bad.string(),
+                            "--mode", "layers", "--quiet"},
+                        bad, {"'mode'", "layers"});
+}
+
 // A quantized file whose parts disagree with its config fails with one line naming the tensor;
 // a float loader (distill --teacher) refuses a quantized folder with one line too.
 TEST(Cli, CorruptQuantizedModel) {
