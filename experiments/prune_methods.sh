@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# docs/RESULTS.md, "Pruning side by side" (issue: pruning, LayerDrop, low-rank and sharing with
+# physical shrinking). For each seed: the teacher and the 3-layer Hinton-KD student of the
+# distillation sweep (experiments/distill_methods.sh rows teacher and kd-3, trained here when
+# missing), then one pruned model per row below, each in OUT/<task>/seed<N>/<model>-p/<row>/ with
+# metrics.json (dev metrics of the file as loaded back, parameters, bytes), kept in the repository
+# as experiments/results/prune/<task>/seed<N>/<model>/<row>.json; rows kept there are skipped, so an
+# interrupted sweep resumes where it stopped.
+# Usage: bash experiments/prune_methods.sh OUT_DIR TASK [ROWS...]
+# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_PMODELS
+#      (default "teacher kd-3"), CONDENSE_PRUNE_LIMIT (SST-2 fine-tuning subset, default 4000),
+#      CONDENSE_PRUNE_EPOCHS (default 2).
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$HERE/../scripts/setup.sh"
+cd "$ROOT"
+OUT="${1:?usage: prune_methods.sh OUT_DIR TASK [ROWS...]}"
+TASK="${2:?usage: prune_methods.sh OUT_DIR TASK [ROWS...]}"
+shift 2
+CLI="$BUILD/condense"
+SEEDS="${CONDENSE_SEEDS:-1 2 3}"
+THREADS="${CONDENSE_THREADS:-1}"
+MODELS="${CONDENSE_PMODELS:-teacher kd-3}"
+EPOCHS="${CONDENSE_PRUNE_EPOCHS:-2}"
+# Pruning fine-tunes on all of MRPC, and on a seeded 4,000 of the SST-2 sentences the float models
+# were trained on (every row the same subset): a 16k-sentence pass per row does not fit 2 cores.
+case "$TASK" in
+  mrpc) DATA=data/glue/MRPC; LIMIT=0 ;;
+  sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_PRUNE_LIMIT:-4000}" ;;
+  *) echo "prune_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
+esac
+# Row names: <criterion>-<sparsity %> (unstructured, cubic schedule), <units>-<% of encoder weights>
+# (structured, physically removed), nm-2-4.
+ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
+  magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4"
+ROWS="${*:-$ALL_ROWS}"
+
+KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
+
+for seed in $SEEDS; do
+  CONDENSE_SEEDS="$seed" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
+  d="$OUT/$TASK/seed$seed"
+  for model in $MODELS; do
+    src="$d/$model"
+    for row in $ROWS; do
+      out="$d/$model-p/$row"
+      kept="$KEEP/$TASK/seed$seed/$model/$row.json"
+      [ -f "$kept" ] && continue
+      echo "== $out" >&2
+      # Every row distils from the seed's unpruned teacher (Hinton KD, alpha 0.5, T 2).
+      p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
+         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$EPOCHS")
+      R=recipes/prune
+      # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
+      # of a BERT layer's linear weights, the FFN 2/3).
+      case "$row" in
+        movement-*|magnitude-*|taylor-*)
+          "$CLI" "${p[@]}" --recipe "$R/${row%-*}-90.yaml" --sparsity "0.${row#*-}" ;;
+        heads+neurons-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --sparsity "0.${row#*-}" ;;
+        heads-30)   "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity heads --sparsity 0.9 ;;
+        neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;
+        neurons-50) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.75 ;;
+        nm-2-4)     "$CLI" "${p[@]}" --recipe $R/nm-2-4.yaml ;;
+        *) echo "prune_methods.sh: unknown row '$row'" >&2; exit 2 ;;
+      esac
+      mkdir -p "$(dirname "$kept")"
+      cp "$out/metrics.json" "$kept"
+    done
+  done
+done

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Tables of experiments/prune_methods.sh: one row per pruning method and model.
+
+Usage: python3 experiments/summarize_prune.py [RESULTS_DIR]   (default experiments/results)
+Reads RESULTS_DIR/prune/<task>/seed<N>/<model>/<row>.json (pruned runs) and
+RESULTS_DIR/methods/<task>/seed<N>/<model>.json (their unpruned models). Accuracies are
+mean ± sample std over the seeds once all three exist; before that each seed's value is listed
+("s1 83.60") so nothing is presented as an average of one run. Δ is pruned minus its own unpruned
+model (same seed).
+"""
+import json, pathlib, sys
+
+from summarize import ms  # mean ± sample std, as in the foundation tables
+
+ROWS = [
+    ("magnitude-50", "magnitude, 50 % unstructured (cubic)"),
+    ("movement-50", "movement, 50 % unstructured (cubic)"),
+    ("taylor-50", "Taylor (g·w)², 50 % unstructured (cubic)"),
+    ("magnitude-70", "magnitude, 70 %"),
+    ("movement-70", "movement, 70 %"),
+    ("taylor-70", "Taylor, 70 %"),
+    ("magnitude-90", "magnitude, 90 %"),
+    ("movement-90", "movement, 90 %"),
+    ("taylor-90", "Taylor, 90 %"),
+    ("nm-2-4", "2:4 (magnitude, one shot)"),
+    ("heads-30", "heads only, 30 % of encoder weights (90 % of attention)"),
+    ("neurons-30", "FFN neurons only, 30 % of encoder weights"),
+    ("neurons-50", "FFN neurons only, 50 % of encoder weights"),
+    ("heads+neurons-30", "heads + FFN neurons, 30 % of encoder weights"),
+    ("heads+neurons-50", "heads + FFN neurons, 50 % of encoder weights"),
+]
+MODELS = [("teacher", "teacher (6 × 384)"), ("kd-3", "3-layer student (Hinton KD)")]
+METRIC = {"sst2": ("accuracy", "SST-2 acc"), "mrpc": ("f1", "MRPC F1")}
+
+
+def load(path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cell(values, signed=False):
+    if not values:
+        return "–"
+    if len(values) < 3:
+        return " ".join(f"s{s} {v:+.2f}" if signed else f"s{s} {v:.2f}" for s, v in values)
+    m, sd = ms([v for _, v in values])
+    return f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
+
+
+def main(results):
+    results = pathlib.Path(results)
+    commits = set()
+    for model, label in MODELS:
+        print(f"\n### {label}\n")
+        print("| method | encoder weights removed | parameters | file MB | SST-2 acc | Δ SST-2 | MRPC F1 | Δ MRPC | saves |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+        for row, row_label in [("float", "unpruned")] + ROWS:
+            cells, shape = {}, None
+            for task, (key, _) in METRIC.items():
+                vals, deltas = [], []
+                for seed in (1, 2, 3):
+                    base = load(results / "methods" / task / f"seed{seed}" / f"{model}.json")
+                    run = base if row == "float" else load(results / "prune" / task / f"seed{seed}" / model / f"{row}.json")
+                    if run is None or base is None:
+                        continue
+                    v = 100 * run["dev"][key]
+                    vals.append((seed, v))
+                    deltas.append((seed, v - 100 * base["dev"][key]))
+                    if row != "float":
+                        commits.add(run.get("commit", "?"))
+                        shape = shape or run
+                cells[task] = (cell(vals), "–" if row == "float" else cell(deltas, signed=True))
+            if row != "float" and shape is None:
+                continue
+            if shape:
+                removed = f"{100 * shape['encoder_sparsity']:.1f} %"
+                params = f"{shape['params_after'] / 1e6:.1f} M"
+                mb = f"{shape['file_bytes'] / 1e6:.1f}"
+                saves = "storage" if shape["format"] == "sparse-bitmap" else "params, storage, compute"
+            else:
+                removed, params, mb, saves = "0", "–", "–", "–"
+            print(f"| {row_label} | {removed} | {params} | {mb} | {cells['sst2'][0]} | {cells['sst2'][1]} | "
+                  f"{cells['mrpc'][0]} | {cells['mrpc'][1]} | {saves} |")
+    print(f"\ncommits: {', '.join(sorted(commits)) or '–'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results")
