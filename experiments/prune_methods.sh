@@ -8,7 +8,7 @@
 # interrupted sweep resumes where it stopped.
 # Usage: bash experiments/prune_methods.sh OUT_DIR TASK [ROWS...]
 # Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_PMODELS
-#      (default "teacher kd-3"), CONDENSE_PRUNE_LIMIT (SST-2 fine-tuning subset, default 4000),
+#      (default "teacher kd-3"; add teacher-ld for the LayerDrop rows), CONDENSE_PRUNE_LIMIT (SST-2 fine-tuning subset, default 4000),
 #      CONDENSE_PRUNE_EPOCHS (default 2).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -30,9 +30,13 @@ case "$TASK" in
   *) echo "prune_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 # Row names: <criterion>-<sparsity %> (unstructured, cubic schedule), <units>-<% of encoder weights>
-# (structured, physically removed), nm-2-4.
+# (structured, physically removed), nm-2-4; depth-N (every-other layers kept, no retraining: the
+# LayerDrop comparison, on "teacher-ld" — the teacher fine-tuned with LayerDrop 0.2 — and on the
+# plain teacher); svd-rR / svd-eE (low rank at rank R or energy E %), albert-eE (factorized
+# embeddings), share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets).
 ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
-  magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4"
+  magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
+  svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8"
 ROWS="${*:-$ALL_ROWS}"
 
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
@@ -40,16 +44,28 @@ KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
 for seed in $SEEDS; do
   CONDENSE_SEEDS="$seed" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
   d="$OUT/$TASK/seed$seed"
+  if [[ " $MODELS " == *" teacher-ld "* ]] && [ ! -f "$d/teacher-ld/metrics.json" ]; then
+    # The distillation sweep's teacher recipe, with LayerDrop (Fan et al. 2020) at p = 0.2.
+    case "$TASK" in mrpc) TE=3; TL=0 ;; sst2) TE=2; TL="${CONDENSE_SST2_LIMIT:-16000}" ;; esac
+    "$CLI" finetune --model "$CONDENSE_TEACHER_DIR" --out "$d/teacher-ld" --task "$TASK" --data "$DATA" \
+      --train-limit "$TL" --seed "$seed" --epochs "$TE" --lr 5e-5 --layerdrop 0.2 --threads "$THREADS" --quiet
+  fi
+  if [ -f "$d/teacher-ld/metrics.json" ]; then
+    mkdir -p "$KEEP/$TASK/seed$seed/teacher-ld"
+    cp "$d/teacher-ld/metrics.json" "$KEEP/$TASK/seed$seed/teacher-ld/unpruned.json"
+  fi
   for model in $MODELS; do
     src="$d/$model"
     for row in $ROWS; do
+      [ "$model" = teacher-ld ] && [[ "$row" != depth-* ]] && continue
       out="$d/$model-p/$row"
       kept="$KEEP/$TASK/seed$seed/$model/$row.json"
       [ -f "$kept" ] && continue
       echo "== $out" >&2
       # Every row distils from the seed's unpruned teacher (Hinton KD, alpha 0.5, T 2).
+      ep="$EPOCHS"; [[ "$row" == depth-* ]] && ep=0  # LayerDrop's claim: any depth without retraining
       p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
-         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$EPOCHS")
+         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep")
       R=recipes/prune
       # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
       # of a BERT layer's linear weights, the FFN 2/3).
@@ -61,6 +77,17 @@ for seed in $SEEDS; do
         neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;
         neurons-50) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.75 ;;
         nm-2-4)     "$CLI" "${p[@]}" --recipe $R/nm-2-4.yaml ;;
+        depth-*)    "$CLI" "${p[@]}" --granularity layers --depth "${row#depth-}" --layer-select every-other ;;
+        svd-r*|svd-e*|albert-e*|share-*|hash-*)
+          f=(--model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
+             --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$EPOCHS")
+          case "$row" in
+            svd-r*)    "$CLI" factorize "${f[@]}" --rank "${row#svd-r}" ;;
+            svd-e*)    "$CLI" factorize "${f[@]}" --energy "0.${row#svd-e}" ;;
+            albert-e*) "$CLI" factorize "${f[@]}" --embedding-size "${row#albert-e}" ;;
+            share-*)   "$CLI" share "${f[@]}" --mode "${row#share-}" ;;
+            hash-*)    "$CLI" share "${f[@]}" --hash-compression "${row#hash-}" ;;
+          esac ;;
         *) echo "prune_methods.sh: unknown row '$row'" >&2; exit 2 ;;
       esac
       mkdir -p "$(dirname "$kept")"

@@ -28,8 +28,20 @@ ROWS = [
     ("neurons-50", "FFN neurons only, 50 % of encoder weights"),
     ("heads+neurons-30", "heads + FFN neurons, 30 % of encoder weights"),
     ("heads+neurons-50", "heads + FFN neurons, 50 % of encoder weights"),
+    ("depth-4", "4 layers kept (every other), no retraining"),
+    ("depth-3", "3 layers kept (every other), no retraining"),
+    ("depth-2", "2 layers kept (every other), no retraining"),
+    ("svd-r128", "SVD, rank 128, fine-tuned"),
+    ("svd-r64", "SVD, rank 64, fine-tuned"),
+    ("svd-e90", "SVD, 90 % energy per layer, fine-tuned"),
+    ("albert-e128", "ALBERT factorized embeddings, E = 128, fine-tuned"),
+    ("share-all", "ALBERT sharing, all layers (averaged), fine-tuned"),
+    ("share-attention", "ALBERT sharing, attention only, fine-tuned"),
+    ("share-ffn", "ALBERT sharing, FFN only, fine-tuned"),
+    ("hash-8", "HashedNets, 8 weights per stored value, fine-tuned"),
 ]
-MODELS = [("teacher", "teacher (6 × 384)"), ("kd-3", "3-layer student (Hinton KD)")]
+MODELS = [("teacher", "teacher (6 × 384)"), ("teacher-ld", "teacher fine-tuned with LayerDrop 0.2"),
+          ("kd-3", "3-layer student (Hinton KD)")]
 METRIC = {"sst2": ("accuracy", "SST-2 acc"), "mrpc": ("f1", "MRPC F1")}
 
 
@@ -58,7 +70,8 @@ def main(results):
             for task, (key, _) in METRIC.items():
                 vals, deltas = [], []
                 for seed in (1, 2, 3):
-                    base = load(results / "methods" / task / f"seed{seed}" / f"{model}.json")
+                    base = load(results / "methods" / task / f"seed{seed}" / f"{model}.json") or \
+                        load(results / "prune" / task / f"seed{seed}" / model / "unpruned.json")
                     run = base if row == "float" else load(results / "prune" / task / f"seed{seed}" / model / f"{row}.json")
                     if run is None or base is None:
                         continue
@@ -71,7 +84,12 @@ def main(results):
                 cells[task] = (cell(vals), "–" if row == "float" else cell(deltas, signed=True))
             if row != "float" and shape is None:
                 continue
-            if shape:
+            if shape and "encoder_sparsity" not in shape:  # factorize / share rows
+                removed = "–"
+                params = f"{shape['params_after'] / 1e6:.1f} M"
+                mb = f"{shape['file_bytes'] / 1e6:.1f}"
+                saves = "params, storage" + (", compute" if shape["command"] == "factorize" else "")
+            elif shape:
                 removed = f"{100 * shape['encoder_sparsity']:.1f} %"
                 params = f"{shape['params_after'] / 1e6:.1f} M"
                 mb = f"{shape['file_bytes'] / 1e6:.1f}"
