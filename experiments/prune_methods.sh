@@ -8,7 +8,8 @@
 # interrupted sweep resumes where it stopped.
 # Usage: bash experiments/prune_methods.sh OUT_DIR TASK [ROWS...]
 # Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_PMODELS
-#      (default "teacher kd-3"; add teacher-ld for the LayerDrop rows), CONDENSE_PRUNE_LIMIT (SST-2 fine-tuning subset, default 4000),
+#      (default "teacher kd-3"; add teacher-ld for the LayerDrop rows, pretrained for pruning while
+#      fine-tuning from the pre-trained checkpoint), CONDENSE_PRUNE_LIMIT (SST-2 fine-tuning subset, default 4000),
 #      CONDENSE_PRUNE_EPOCHS (default 2).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -56,14 +57,19 @@ for seed in $SEEDS; do
   fi
   for model in $MODELS; do
     src="$d/$model"
+    # "pretrained": pruning while fine-tuning from the pre-trained checkpoint, as Sanh et al. 2020
+    # compare movement and magnitude pruning (KD from the seed's fine-tuned teacher, 3 epochs).
+    [ "$model" = pretrained ] && src="$CONDENSE_TEACHER_DIR"
     for row in $ROWS; do
       [ "$model" = teacher-ld ] && [[ "$row" != depth-* ]] && continue
+      [ "$model" = pretrained ] && [[ "$row" != movement-* && "$row" != magnitude-* && "$row" != taylor-* ]] && continue
       out="$d/$model-p/$row"
       kept="$KEEP/$TASK/seed$seed/$model/$row.json"
       [ -f "$kept" ] && continue
       echo "== $out" >&2
       # Every row distils from the seed's unpruned teacher (Hinton KD, alpha 0.5, T 2).
       ep="$EPOCHS"; [[ "$row" == depth-* ]] && ep=0  # LayerDrop's claim: any depth without retraining
+      [ "$model" = pretrained ] && ep=3
       p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
          --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep")
       R=recipes/prune

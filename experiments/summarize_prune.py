@@ -41,6 +41,7 @@ ROWS = [
     ("hash-8", "HashedNets, 8 weights per stored value, fine-tuned"),
 ]
 MODELS = [("teacher", "teacher (6 × 384)"), ("teacher-ld", "teacher fine-tuned with LayerDrop 0.2"),
+          ("pretrained", "pruned while fine-tuning from the pre-trained checkpoint (Δ against the fine-tuned teacher)"),
           ("kd-3", "3-layer student (Hinton KD)")]
 METRIC = {"sst2": ("accuracy", "SST-2 acc"), "mrpc": ("f1", "MRPC F1")}
 
@@ -70,7 +71,8 @@ def main(results):
             for task, (key, _) in METRIC.items():
                 vals, deltas = [], []
                 for seed in (1, 2, 3):
-                    base = load(results / "methods" / task / f"seed{seed}" / f"{model}.json") or \
+                    bm = "teacher" if model == "pretrained" else model
+                    base = load(results / "methods" / task / f"seed{seed}" / f"{bm}.json") or \
                         load(results / "prune" / task / f"seed{seed}" / model / "unpruned.json")
                     run = base if row == "float" else load(results / "prune" / task / f"seed{seed}" / model / f"{row}.json")
                     if run is None or base is None:

@@ -39,6 +39,7 @@ void compress(const std::string& command, const CompressArgs& a, const Build& bu
   a.train.apply(o, max_len, limit);
   o.on_progress = progress_bar(command, a.train.quiet);
   auto tokenizer = text::WordPieceTokenizer::from_directory(src);
+  torch::manual_seed(o.seed);  // a head missing from the file is drawn from the run's seed
   auto model = nn::load_classifier(src);
   auto train_set = load_split(a.task, "train", limit, o.seed);
   auto dev = load_split(a.task, "dev", 0, 0);

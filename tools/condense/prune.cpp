@@ -68,6 +68,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   o.validate();
 
   auto tokenizer = text::WordPieceTokenizer::from_directory(src);
+  torch::manual_seed(o.train.seed);  // a head missing from the file is drawn from the run's seed
   auto model = nn::load_classifier(src);
   auto train_set = load_split(a.task, "train", limit, o.train.seed);
   auto dev = load_split(a.task, "dev", 0, 0);
