@@ -63,6 +63,8 @@ def main(results):
     results = pathlib.Path(results)
     commits = set()
     for model, label in MODELS:
+        if not any((results / "prune" / t / f"seed{k}" / model).glob("*.json") for t in METRIC for k in (1, 2, 3)):
+            continue  # no run of this model yet
         print(f"\n### {label}\n")
         print("| method | encoder weights removed | parameters | file MB | SST-2 acc | Δ SST-2 | MRPC F1 | Δ MRPC | saves |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -101,6 +103,23 @@ def main(results):
             print(f"| {row_label} | {removed} | {params} | {mb} | {cells['sst2'][0]} | {cells['sst2'][1]} | "
                   f"{cells['mrpc'][0]} | {cells['mrpc'][1]} | {saves} |")
     print(f"\ncommits: {', '.join(sorted(commits)) or '–'}")
+    bench = results / "prune" / "bench"
+    if bench.exists():
+        commit = (bench / "commit").read_text().strip() if (bench / "commit").exists() else "?"
+        print(f"\n#### Latency (experiments/bench_prune.sh, commit {commit}; p50 ms at sequence 128, 2 threads)\n")
+        print("| model | row | parameters | p50 b1 | p50 b32 | speedup b1 | speedup b32 |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for model, _ in MODELS:
+            base = load(bench / model / "unpruned.json")
+            if base is None:
+                continue
+            ref = {r["batch"]: r["p50_ms"] for r in base}
+            for f in sorted((bench / model).glob("*.json"), key=lambda f: (f.stem != "unpruned", f.stem)):
+                rows = {r["batch"]: r["p50_ms"] for r in load(f)}
+                m = load(results / "prune" / "sst2" / "seed1" / model / f"{f.stem}.json")
+                params = f"{m['params_after'] / 1e6:.1f} M" if m else "–"
+                print(f"| {model} | {f.stem} | {params} | {rows[1]:.1f} | {rows[32]:.1f} | {ref[1] / rows[1]:.2f}x | "
+                      f"{ref[32] / rows[32]:.2f}x |")
 
 
 if __name__ == "__main__":
