@@ -5,8 +5,6 @@
 #include <torch/torch.h>
 
 #include <fstream>
-#include <numeric>
-#include <random>
 
 #include "condense/core/file.h"
 #include "condense/core/json.h"
@@ -16,6 +14,7 @@
 #include "condense/prune/prune.h"
 #include "single_thread.h"
 #include "test_util.h"
+#include "tiny_bert.h"
 
 namespace prune = condense::prune;
 namespace nn = condense::nn;
@@ -27,50 +26,6 @@ using prune::Granularity;
 using prune::Schedule;
 
 namespace {
-
-nn::BertClassifier tiny_model(uint64_t seed, int64_t layers = 3) {
-  nn::BertConfig c;
-  c.vocab_size = 64;
-  c.hidden_size = 32;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 64;
-  c.max_position_embeddings = 64;
-  c.num_labels = 2;
-  torch::manual_seed(seed);
-  nn::BertClassifier m(c);
-  m->eval();
-  return m;
-}
-
-train::EncodedDataset tiny_data(int64_t n, uint64_t seed) {
-  train::EncodedDataset d;
-  d.task = condense::data::Task::SST2;
-  std::mt19937 rng(static_cast<unsigned>(seed));
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t len = 4 + static_cast<int64_t>(rng() % 12);
-    std::vector<int64_t> ids{2};
-    for (int64_t t = 1; t < len - 1; ++t) ids.push_back(5 + static_cast<int64_t>(rng() % 59));
-    ids.push_back(3);
-    d.input_ids.push_back(ids);
-    d.token_type_ids.emplace_back(ids.size(), 0);
-    // A learnable label: whether the first word id is even.
-    d.labels.push_back(ids[1] % 2);
-    d.scores.push_back(0);
-  }
-  return d;
-}
-
-torch::Tensor logits_of(nn::BertClassifier& m, const train::EncodedDataset& d) {
-  torch::NoGradGuard g;
-  m->eval();
-  std::vector<std::size_t> idx(d.size());
-  std::iota(idx.begin(), idx.end(), 0);
-  auto b = train::make_batch(d, idx);
-  return m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 double density(const torch::Tensor& t) { return t.ne(0).to(torch::kDouble).mean().item<double>(); }
 
@@ -109,8 +64,8 @@ TEST(Prune, NmMaskKeepsNOfEveryM) {
 // ---- shrinking ----
 
 TEST(Prune, ShrinkEqualsGatedModel) {
-  auto m = tiny_model(1);
-  auto d = tiny_data(12, 1);
+  auto m = ct::tiny_bert(1);
+  auto d = ct::tiny_sst2(12, 1);
   prune::Masks masks;
   masks.heads = {torch::tensor({1.f, 0.f, 1.f, 0.f}), torch::tensor({0.f, 0.f, 0.f, 1.f}), torch::ones({4})};
   for (int64_t i = 0; i < 3; ++i) {
@@ -120,7 +75,7 @@ TEST(Prune, ShrinkEqualsGatedModel) {
   }
   masks.keep_layers = {0, 2};
   prune::apply_masks(m, masks);
-  auto gated = logits_of(m, d);
+  auto gated = ct::tiny_logits(m, d);
   prune::clear_masks(m);
   auto small = prune::shrink(m, masks);
   const auto& c = small->config();
@@ -129,13 +84,13 @@ TEST(Prune, ShrinkEqualsGatedModel) {
   EXPECT_EQ(c.layer_intermediate, (std::vector<int64_t>{44, 42}));
   EXPECT_EQ(small->layer(0)->attention->self->query->weight.size(0), 2 * 8);
   EXPECT_EQ(small->layer(1)->output->dense->weight.size(1), 42);
-  EXPECT_LT(max_diff(logits_of(small, d), gated), 1e-5);
-  EXPECT_GT(max_diff(logits_of(m, d), gated), 1e-4);  // the masks did change the function
+  EXPECT_LT(ct::max_diff(ct::tiny_logits(small, d), gated), 1e-5);
+  EXPECT_GT(ct::max_diff(ct::tiny_logits(m, d), gated), 1e-4);  // the masks did change the function
 }
 
 TEST(Prune, ShrunkModelSavesAndLoadsWithPerLayerShapes) {
-  auto m = tiny_model(2);
-  auto d = tiny_data(8, 2);
+  auto m = ct::tiny_bert(2);
+  auto d = ct::tiny_sst2(8, 2);
   prune::Masks masks;
   masks.heads = {torch::tensor({1.f, 1.f, 0.f, 1.f}), torch::tensor({1.f, 0.f, 0.f, 0.f}), torch::ones({4})};
   auto small = prune::shrink(m, masks);
@@ -147,7 +102,7 @@ TEST(Prune, ShrunkModelSavesAndLoadsWithPerLayerShapes) {
   EXPECT_TRUE(cfg.contains("auto_map"));
   EXPECT_TRUE(fs::exists(dir / nn::kPrunedModelingFile));
   auto back = nn::load_classifier(dir);
-  EXPECT_LT(max_diff(logits_of(back, d), logits_of(small, d)), 1e-6);
+  EXPECT_LT(ct::max_diff(ct::tiny_logits(back, d), ct::tiny_logits(small, d)), 1e-6);
   // Inconsistent per-layer fields are refused naming the field.
   cfg["condense_layer_heads"] = {3, 1};
   condense::write_file_atomic(dir / "config.json", cfg.dump());
@@ -157,9 +112,9 @@ TEST(Prune, ShrunkModelSavesAndLoadsWithPerLayerShapes) {
 // ---- sparse format ----
 
 TEST(Prune, SparseFormatRoundTripsAndShrinksTheFile) {
-  auto m = tiny_model(3);
-  auto d = tiny_data(8, 3);
-  auto data = tiny_data(32, 4);
+  auto m = ct::tiny_bert(3);
+  auto d = ct::tiny_sst2(8, 3);
+  auto data = ct::tiny_sst2(32, 4);
   auto r = prune::prune(m, data, prune::PruneOptions().with_sparsity(0.9).with_train(train::TrainOptions().with_epochs(0)));
   for (auto& [name, w] : prune::encoder_weights(r.model)) EXPECT_NEAR(density(w), 0.1, 0.01) << name;
   const auto root = ct::scratch_dir("prune_sparse");
@@ -167,7 +122,7 @@ TEST(Prune, SparseFormatRoundTripsAndShrinksTheFile) {
   nn::save_pretrained(r.model, root / "dense", {});
   EXPECT_EQ(rep.sparse_tensors, 18);
   auto back = nn::load_classifier(root / "sparse");
-  EXPECT_EQ(max_diff(logits_of(back, d), logits_of(r.model, d)), 0.0);
+  EXPECT_EQ(ct::max_diff(ct::tiny_logits(back, d), ct::tiny_logits(r.model, d)), 0.0);
   // Encoder weights take 32·0.1 + 1 bits instead of 32 (less a little header for the extra names).
   const double enc = static_cast<double>(r.encoder_weights_before);
   const double saved = static_cast<double>(nn::checkpoint_bytes(root / "dense")) -
@@ -194,8 +149,8 @@ TEST(Prune, SparseFormatRoundTripsAndShrinksTheFile) {
 // ---- criteria ----
 
 TEST(Prune, MagnitudePrunesTheSmallestWeights) {
-  auto m = tiny_model(4);
-  auto data = tiny_data(16, 5);
+  auto m = ct::tiny_bert(4);
+  auto data = ct::tiny_sst2(16, 5);
   auto before = prune::encoder_weights(m);
   auto r = prune::prune(m, data, prune::PruneOptions().with_sparsity(0.5).with_train(train::TrainOptions().with_epochs(0)));
   auto after = prune::encoder_weights(r.model);
@@ -210,14 +165,14 @@ TEST(Prune, MagnitudePrunesTheSmallestWeights) {
 TEST(Prune, TaylorHeadImportanceFindsADeadHead) {
   // Head 2 of layer 1 has zero value weights: its output is 0 whatever the gate, so ∂L/∂ξ = 0 and
   // Michel et al.'s importance ranks it last.
-  auto m = tiny_model(5);
+  auto m = ct::tiny_bert(5);
   {
     torch::NoGradGuard g;
     auto& v = m->layer(1)->attention->self->value;
     v->weight.slice(0, 16, 24).zero_();
     v->bias.slice(0, 16, 24).zero_();
   }
-  auto data = tiny_data(32, 6);
+  auto data = ct::tiny_sst2(32, 6);
   auto o = prune::PruneOptions()
                .with_criterion(Criterion::Taylor)
                .with_granularity(Granularity::Heads)
@@ -233,12 +188,12 @@ TEST(Prune, TaylorHeadImportanceFindsADeadHead) {
 TEST(Prune, EntropyPrunesAConstantNeuron) {
   // Neuron 5 of layer 0 gets zero input weights: its activation is the same for every token, so
   // the entropy of its histogram is 0, the lowest possible.
-  auto m = tiny_model(6);
+  auto m = ct::tiny_bert(6);
   {
     torch::NoGradGuard g;
     m->layer(0)->intermediate->dense->weight[5].zero_();
   }
-  auto data = tiny_data(32, 7);
+  auto data = ct::tiny_sst2(32, 7);
   auto o = prune::PruneOptions()
                .with_criterion(Criterion::Entropy)
                .with_granularity(Granularity::Neurons)
@@ -251,8 +206,8 @@ TEST(Prune, EntropyPrunesAConstantNeuron) {
 }
 
 TEST(Prune, LayerSelection) {
-  auto m = tiny_model(7, 6);
-  auto data = tiny_data(16, 8);
+  auto m = ct::tiny_bert(7, 6);
+  auto data = ct::tiny_sst2(16, 8);
   auto o = prune::PruneOptions()
                .with_granularity(Granularity::Layers)
                .with_depth(3)
@@ -263,7 +218,7 @@ TEST(Prune, LayerSelection) {
   EXPECT_EQ(r.model->config().num_hidden_layers, 3);
   // The shrunk model computes what the full one does with only those layers active.
   m->active_layers = {0, 2, 4};
-  EXPECT_LT(max_diff(logits_of(r.model, data), logits_of(m, data)), 1e-5);
+  EXPECT_LT(ct::max_diff(ct::tiny_logits(r.model, data), ct::tiny_logits(m, data)), 1e-5);
   m->active_layers.clear();
   auto imp = prune::prune(m, data, o.with_layer_select("importance").with_depth(2).with_score_batches(2));
   EXPECT_EQ(imp.masks.keep_layers.size(), 2u);
@@ -273,8 +228,8 @@ TEST(Prune, LayerSelection) {
 // ---- schedules ----
 
 TEST(Prune, CubicMovementReachesTargetAndTrains) {
-  auto m = tiny_model(8);
-  auto data = tiny_data(64, 9);
+  auto m = ct::tiny_bert(8);
+  auto data = ct::tiny_sst2(64, 9);
   auto o = prune::PruneOptions()
                .with_criterion(Criterion::Movement)
                .with_schedule(Schedule::Cubic)
@@ -291,8 +246,8 @@ TEST(Prune, CubicMovementReachesTargetAndTrains) {
 }
 
 TEST(Prune, IterativeL1AndStructuredCubic) {
-  auto m = tiny_model(9);
-  auto data = tiny_data(32, 10);
+  auto m = ct::tiny_bert(9);
+  auto data = ct::tiny_sst2(32, 10);
   auto it = prune::prune(m, data,
                          prune::PruneOptions()
                              .with_criterion(Criterion::L1)
@@ -320,11 +275,11 @@ TEST(Prune, IterativeL1AndStructuredCubic) {
 // ---- LayerDrop ----
 
 TEST(Prune, LayerDropOnlyActsInTraining) {
-  auto m = tiny_model(10);
-  auto d = tiny_data(8, 11);
-  auto ref = logits_of(m, d);
+  auto m = ct::tiny_bert(10);
+  auto d = ct::tiny_sst2(8, 11);
+  auto ref = ct::tiny_logits(m, d);
   m->layerdrop = 0.5;
-  EXPECT_EQ(max_diff(logits_of(m, d), ref), 0.0);
+  EXPECT_EQ(ct::max_diff(ct::tiny_logits(m, d), ref), 0.0);
   // In training mode with dropout off, some layer subsets must differ from the full model.
   bool differed = false;
   m->train();
@@ -341,7 +296,7 @@ TEST(Prune, LayerDropOnlyActsInTraining) {
       if (auto* dr = mod->as<torch::nn::Dropout>()) dr->options.p(0);
     }
     auto dropped = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
-    differed = max_diff(full, dropped) > 1e-4;
+    differed = ct::max_diff(full, dropped) > 1e-4;
   }
   EXPECT_TRUE(differed);
 }
