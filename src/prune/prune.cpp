@@ -346,25 +346,28 @@ std::vector<std::pair<std::string, torch::Tensor>> encoder_weights(nn::BertClass
 
 std::map<std::string, torch::Tensor> unstructured_masks(const std::map<std::string, torch::Tensor>& scores,
                                                         double sparsity, bool global) {
-  std::map<std::string, torch::Tensor> out;
-  auto keep_top = [](const torch::Tensor& s, double threshold) { return (s > threshold).to(torch::kFloat); };
-  auto kth = [](const torch::Tensor& flat, int64_t k) {
-    // The k-th smallest value: everything at or below it is pruned.
-    return k <= 0 ? -INFINITY : std::get<0>(flat.kthvalue(k)).item<double>();
+  // Exactly the asked count is kept (top-k, not a threshold): movement scores start equal and
+  // stay tied in large groups early on, and a threshold would prune every tie with it.
+  auto keep_top = [](const torch::Tensor& flat, double s) {
+    const int64_t n = flat.numel();
+    const int64_t keep = n - static_cast<int64_t>(std::llround(s * static_cast<double>(n)));
+    auto mask = torch::zeros({n});
+    if (keep > 0) mask.index_fill_(0, std::get<1>(flat.topk(keep)), 1.0);
+    return mask;
   };
+  std::map<std::string, torch::Tensor> out;
   if (global) {
     std::vector<torch::Tensor> all;
     for (const auto& [n, s] : scores) all.push_back(s.reshape({-1}).to(torch::kFloat));
-    auto flat = torch::cat(all);
-    const double t = kth(flat, static_cast<int64_t>(std::llround(sparsity * static_cast<double>(flat.numel()))));
-    for (const auto& [n, s] : scores) out[n] = keep_top(s, t);
-  } else {
+    auto mask = keep_top(torch::cat(all), sparsity);
+    int64_t offset = 0;
     for (const auto& [n, s] : scores) {
-      auto flat = s.reshape({-1}).to(torch::kFloat);
-      out[n] = keep_top(s, kth(flat, static_cast<int64_t>(std::llround(sparsity * static_cast<double>(flat.numel())))));
+      out[n] = mask.slice(0, offset, offset + s.numel()).view(s.sizes()).clone();
+      offset += s.numel();
     }
+  } else {
+    for (const auto& [n, s] : scores) out[n] = keep_top(s.reshape({-1}).to(torch::kFloat), sparsity).view(s.sizes());
   }
-  // Ties at the threshold could prune more than asked; that only matters for constant scores.
   return out;
 }
 
