@@ -2,6 +2,8 @@
 #include <map>
 #include <memory>
 
+#include <fmt/ranges.h>
+
 #include "commands.h"
 #include "common.h"
 #include "condense/io/safetensors.h"
@@ -89,8 +91,20 @@ void run(const InspectArgs& a) {
     fmt::print("{}\n", j.dump(2));
     return;
   }
-  fmt::print("{}: BERT {} layers, hidden {}, {} heads, FFN {}, vocab {}, {} labels\n", a.model, cfg.num_hidden_layers,
-             cfg.hidden_size, cfg.num_attention_heads, cfg.intermediate_size, cfg.vocab_size, cfg.num_labels);
+  // Pruned models list their per-layer shapes; factorized and shared ones say how they store weights.
+  auto per_layer = [&](const std::vector<int64_t>& v, int64_t uniform) {
+    return v.empty() ? std::to_string(uniform) : fmt::format("{} (per layer)", fmt::join(v, "/"));
+  };
+  fmt::print("{}: BERT {} layers, hidden {}, heads {}, FFN {}, vocab {}, {} labels\n", a.model, cfg.num_hidden_layers,
+             cfg.hidden_size, per_layer(cfg.layer_heads, cfg.num_attention_heads),
+             per_layer(cfg.layer_intermediate, cfg.intermediate_size), cfg.vocab_size, cfg.num_labels);
+  std::vector<std::string> storage;
+  if (!cfg.ranks.empty()) storage.push_back(fmt::format("{} low-rank layers", cfg.ranks.size()));
+  if (!cfg.hash_buckets.empty()) storage.push_back(fmt::format("{} hashed layers", cfg.hash_buckets.size()));
+  if (cfg.embedding_size > 0) storage.push_back(fmt::format("factorized embeddings (E = {})", cfg.embedding_size));
+  if (!cfg.share.empty()) storage.push_back(fmt::format("cross-layer sharing: {}", cfg.share));
+  if (cfg.extra.contains("sparsity_config")) storage.push_back("sparse weights (bitmap + values)");
+  if (!storage.empty()) fmt::print("storage: {}\n", fmt::join(storage, ", "));
   fmt::print("| module | parameters | bytes | bits/weight | dtype |\n|---|---:|---:|---:|---|\n");
   for (const auto& m : order) {
     fmt::print("| {} | {} | {} | {:.2f} | {} |\n", m, rows[m].params, rows[m].bytes,
