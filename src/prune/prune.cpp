@@ -526,7 +526,11 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     for (auto& d : denses) masks.weights[d.name] = torch::ones_like(d.dense->weight);
     apply_masks(model, masks);
   }
-  const auto batches = score_batches(data, o.score_batches, o.train.batch_size, o.train.seed);
+  // Score batches only for the criteria that read data before or between fine-tuning runs.
+  const bool scored = o.criterion == Criterion::Taylor || o.criterion == Criterion::Entropy ||
+                      (o.granularity == Granularity::Layers && o.layer_select == "importance");
+  const auto batches = scored ? score_batches(data, o.score_batches, o.train.batch_size, o.train.seed)
+                              : std::vector<train::Batch>{};
 
   // Accumulators read by the gradient criteria while fine-tuning (cubic schedule).
   std::map<std::string, torch::Tensor> wacc;

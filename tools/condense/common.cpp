@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "condense/core/error.h"
+#include "condense/core/file.h"
 #include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/quantize/quantize.h"
@@ -202,6 +203,17 @@ train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& t
     auto s = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
     return distill::distillation_loss(s, logits.index_select(0, b.indices), b, kd);
   };
+}
+
+train::EvalResult record_written_model(nn::BertClassifier& loaded, const std::filesystem::path& out,
+                                       const std::filesystem::path& src, const train::EncodedDataset& enc_dev,
+                                       const data::Dataset& dev, nlohmann::json& m) {
+  auto ev = train::evaluate(loaded, enc_dev, dev);
+  m["dev"] = ev.metrics;
+  m["file_bytes"] = nn::checkpoint_bytes(out);
+  m["source_file_bytes"] = nn::checkpoint_bytes(src);
+  write_file_atomic(out / "metrics.json", m.dump(2) + "\n");
+  return ev;
 }
 
 }  // namespace condense::cli

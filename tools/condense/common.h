@@ -88,6 +88,13 @@ nlohmann::json model_shape(const nn::TextNetClassifier& model);
 train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha,
                       double temperature);
 
+/// The end of every compression command: evaluates the model as written (`loaded`, read back from
+/// `out`: the file is what users get), adds its dev metrics and the file sizes of `out` and `src` to
+/// `m`, and writes `out`/metrics.json.
+train::EvalResult record_written_model(nn::BertClassifier& loaded, const std::filesystem::path& out,
+                                       const std::filesystem::path& src, const train::EncodedDataset& enc_dev,
+                                       const data::Dataset& dev, nlohmann::json& m);
+
 /// Removes a finished run's training state (it is the size of three models) unless --keep-state.
 void drop_state(const TrainFlags& flags, const std::filesystem::path& state_dir);
 

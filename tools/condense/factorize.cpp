@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "common.h"
-#include "condense/core/file.h"
 #include "condense/factorize/factorize.h"
 #include "condense/nn/checkpoint.h"
 
@@ -62,11 +61,7 @@ void compress(const std::string& command, const CompressArgs& a, const Build& bu
   m["params_after"] = small->num_parameters();
   nn::save_pretrained(small, out, src, {{"condense", command}});
   auto loaded = nn::load_classifier(out);
-  auto ev = train::evaluate(loaded, enc_dev, dev);
-  m["dev"] = ev.metrics;
-  m["file_bytes"] = nn::checkpoint_bytes(out);
-  m["source_file_bytes"] = nn::checkpoint_bytes(src);
-  write_file_atomic(out / "metrics.json", m.dump(2) + "\n");
+  auto ev = record_written_model(loaded, out, src, enc_dev, dev, m);
   const auto& info = data::task_info(dev.task);
   fmt::print("{} -> {}: {} parameters (was {}), {} on disk (was {})\n", a.model, a.out, small->num_parameters(),
              model->num_parameters(), human_bytes(static_cast<double>(m["file_bytes"].get<uint64_t>())),

@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "common.h"
-#include "condense/core/file.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/pipeline/recipe.h"
 #include "condense/prune/prune.h"
@@ -121,13 +120,8 @@ void run(const PruneArgs& a, const CLI::App& sub) {
     nn::save_pretrained(r.model, out, src, {{"condense", "prune"}});
     m["format"] = "dense";
   }
-  // Evaluate what was written: the file, loaded back, is the model users get.
   auto loaded = nn::load_classifier(out);
-  auto ev = train::evaluate(loaded, enc_dev, dev);
-  m["dev"] = ev.metrics;
-  m["file_bytes"] = nn::checkpoint_bytes(out);
-  m["source_file_bytes"] = nn::checkpoint_bytes(src);
-  write_file_atomic(out / "metrics.json", m.dump(2) + "\n");
+  auto ev = record_written_model(loaded, out, src, enc_dev, dev, m);
   const auto& info = data::task_info(dev.task);
   fmt::print("{} -> {}: {} {} at {:.1f} % of encoder weights; {} parameters (was {}), {} on disk (was {})\n", a.model,
              a.out, prune::to_string(o.criterion), prune::to_string(o.granularity),

@@ -5,7 +5,6 @@
 
 #include "commands.h"
 #include "common.h"
-#include "condense/core/file.h"
 #include "condense/distill/distill.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/pipeline/recipe.h"
@@ -170,13 +169,8 @@ void run(const QuantizeArgs& a, const CLI::App& sub) {
                    {"layer_errors", diag}};
   m.update(extra);
   quantize::save(model, q, out, src);
-  // Evaluate what was written: the file, loaded back, is the model users get.
   auto loaded = quantize::load(out);
-  auto ev = train::evaluate(loaded, enc_dev, dev);
-  m["dev"] = ev.metrics;
-  m["file_bytes"] = nn::checkpoint_bytes(out);
-  m["source_file_bytes"] = nn::checkpoint_bytes(src);
-  write_file_atomic(out / "metrics.json", m.dump(2) + "\n");
+  auto ev = record_written_model(loaded, out, src, enc_dev, dev, m);
   fmt::print("{}: {} ({} activations) -> {}: {} on disk (source {}), encoder weights {:.2f}x smaller\n", a.model,
              o.weights.name(), quantize::to_string(o.activations), a.out,
              human_bytes(static_cast<double>(m["file_bytes"].get<uint64_t>())),
