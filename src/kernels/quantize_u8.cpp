@@ -3,10 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 
 #include "condense/kernels/int8_gemm.h"
+#include "condense/kernels/isa.h"
 
 namespace condense::kernels {
 
@@ -38,9 +37,7 @@ struct Dispatch {
   QuantizeFn fn = quantize_u8_ref;
   const char* isa = "generic";
   Dispatch() {
-    const char* force = std::getenv("CONDENSE_FORCE_ISA");
-    const bool generic = force != nullptr && std::strcmp(force, "generic") == 0;
-    if (!generic && __builtin_cpu_supports("avx512f")) {
+    if (cpu_supports(Isa::Avx512) && static_cast<int>(active_isa()) >= static_cast<int>(Isa::Avx512)) {
       fn = quantize_u8_avx512;
       isa = "avx512";
     }

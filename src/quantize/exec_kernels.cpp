@@ -57,10 +57,7 @@ class Int8Kernel : public nn::DenseKernel {
                    w.scheme.name());
     CONDENSE_CHECK(mode != Activations::None, "int8 kernel: activations must be quantized (static or dynamic)");
     CONDENSE_CHECK(mode != Activations::Static || range, "int8 kernel: static activations need a range");
-    auto scale = w.scale.to(torch::kFloat32).expand({w.shape[0]}).contiguous();
-    // Narrower codes widened to int8: the dequantized values are exactly code · scale.
-    auto codes = w.scheme.bits == 8 ? w.codes.contiguous()
-                                    : torch::round(w.dequantize() / scale.unsqueeze(1)).to(torch::kInt8).contiguous();
+    auto [codes, scale] = int8_weights(w);
     auto b = bias.defined() ? bias.detach().to(torch::kFloat32).contiguous() : torch::Tensor();
     n_ = w.shape[0];
     k_ = w.shape[1];

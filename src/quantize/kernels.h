@@ -64,9 +64,6 @@ class TapKernel : public nn::DenseKernel {
   std::vector<torch::Tensor> outputs;
 };
 
-/// Whether the integer path can run a layer quantized with `s`: symmetric uniform or power-of-two
-/// weights of any width, per-channel or per-tensor (narrower codes are widened to int8 at load).
-bool int8_capable(const Scheme& s);
 /// The integer path: int8 weights packed once, inputs quantized to uint8 (static range or the
 /// batch's), u8×s8 products accumulated in int32 by oneDNN (VNNI), rescaled per output channel.
 std::shared_ptr<nn::DenseKernel> make_int8_kernel(const QTensor& weight, const torch::Tensor& bias,

@@ -64,6 +64,8 @@ torch::Tensor TapKernel::forward(nn::DenseImpl& layer, const torch::Tensor& x) {
   return y;
 }
 
+}  // namespace detail
+
 bool int8_capable(const Scheme& s) {
   // Symmetric uniform codes of any width are integers times one scale per row: widened to int8
   // they run through the same GEMM (W4A8, W2A8, binary weights with int8 activations).
@@ -71,7 +73,16 @@ bool int8_capable(const Scheme& s) {
          s.granularity != Granularity::Group;
 }
 
-}  // namespace detail
+Int8Weights int8_weights(const QTensor& w) {
+  CONDENSE_CHECK(int8_capable(w.scheme), "int8 weights: scheme {} is not symmetric uniform per-channel/per-tensor",
+                 w.scheme.name());
+  Int8Weights out;
+  out.scale = w.scale.to(torch::kFloat32).expand({w.shape[0]}).contiguous();
+  // Narrower codes widened to int8: the dequantized values are exactly code · scale.
+  out.codes = w.scheme.bits == 8 ? w.codes.contiguous()
+                                 : torch::round(w.dequantize() / out.scale.unsqueeze(1)).to(torch::kInt8).contiguous();
+  return out;
+}
 
 // ---- options ----
 
@@ -151,7 +162,7 @@ bool kept_float(const std::string& name, const QuantizeOptions& o) {
 std::shared_ptr<nn::DenseKernel> runtime_kernel(const LayerQuant& l, nn::DenseImpl& layer, const QuantizeOptions& o) {
   if (l.weight.scheme.method == Method::BFloat16) return detail::make_bf16_kernel(layer.weight, layer.bias);
   if (o.activations == Activations::None) return nullptr;  // float product (weights-only quantization)
-  if (o.int8_kernels && detail::int8_capable(l.weight.scheme)) {
+  if (o.int8_kernels && int8_capable(l.weight.scheme)) {
     return detail::make_int8_kernel(l.weight, layer.bias, o.activations, l.input);
   }
   return std::make_shared<FakeQuantKernel>(o.activations, o.act_symmetric, l.input);

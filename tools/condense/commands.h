@@ -8,6 +8,7 @@ void add_distill(CLI::App& app);
 void add_eval(CLI::App& app);
 void add_inspect(CLI::App& app);
 void add_bench(CLI::App& app);
+void add_run(CLI::App& app);
 void add_export(CLI::App& app);
 void add_report(CLI::App& app);
 void add_quantize(CLI::App& app);

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   condense::cli::add_eval(app);
   condense::cli::add_inspect(app);
   condense::cli::add_bench(app);
+  condense::cli::add_run(app);
   condense::cli::add_export(app);
   condense::cli::add_report(app);
   condense::cli::add_quantize(app);

@@ -8,10 +8,7 @@
 /// at BERT shapes on this project's machine (docs/RESULTS.md). The weights are reordered into
 /// oneDNN's blocked layout once, at construction.
 ///
-/// oneDNN 2.x pitfalls handled here: runtime output scales force its slow reference-like gemm,
-/// so the per-channel weight scales are compile-time output scales and the per-call activation
-/// scale is a binary-mul post-op; the primitive's own bias would be added before the scales, so
-/// the bias is a binary-add post-op after them.
+/// It is a kernels::Linear of type S8 (kernels/linear.h), which handles oneDNN's pitfalls.
 
 #include <cstdint>
 #include <memory>
@@ -51,7 +48,7 @@ namespace condense::kernels {
 
 /// Activation quantization: q[i] = clamp(round_half_even(x[i] · inv_scale) + zp, 0, 255), the
 /// rounding of LibTorch's fake_quantize_per_tensor_affine, so the integer path reproduces the
-/// fake-quant model. An AVX-512 version is chosen once from CPUID (CONDENSE_FORCE_ISA=generic
+/// fake-quant model. An AVX-512 version is chosen once from CPUID (CONDENSE_ISA below avx512
 /// forces the scalar one); quantize_u8_ref is its scalar twin.
 void quantize_u8(const float* x, int64_t n, float inv_scale, int32_t zp, uint8_t* q);
 void quantize_u8_ref(const float* x, int64_t n, float inv_scale, int32_t zp, uint8_t* q);

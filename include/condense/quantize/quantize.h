@@ -226,6 +226,16 @@ struct LayerError {
 std::vector<LayerError> layer_errors(nn::BertClassifier& float_model, nn::BertClassifier& quant_model,
                                      const train::EncodedDataset& data, int64_t batches = 4);
 
+/// Whether the integer path can run a layer quantized with `s`: symmetric uniform or power-of-two
+/// weights of any width, per-channel or per-tensor (narrower codes are widened to int8).
+bool int8_capable(const Scheme& s);
+/// The int8 matrix the integer path multiplies by: codes [rows, cols] (4/2/1-bit codes widened:
+/// the dequantized values are exactly code · scale) and one float scale per row.
+struct Int8Weights {
+  torch::Tensor codes, scale;
+};
+Int8Weights int8_weights(const QTensor& w);
+
 /// Writes a quantized folder: model.safetensors with each quantized weight packed under its own
 /// name (`<layer>.weight`) and its parameters beside it (`<layer>.weight_scale`,
 /// `<layer>.weight_zero_point`, `<layer>.weight_codebook`, `<layer>.input_scale`,

@@ -1,0 +1,164 @@
+// One vector body of the transformer kernels (kernels/transformer.h), written with GCC vector
+// extensions and compiled once per ISA: the including file defines CONDENSE_VEC_BYTES (16, 32
+// or 64) and CONDENSE_ISA_NS, and is built with the matching -m flags, so the same source
+// becomes SSE2, AVX2 or AVX-512 code.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace condense::kernels::CONDENSE_ISA_NS {
+
+constexpr int W = CONDENSE_VEC_BYTES / 4;  // floats per vector
+typedef float vf __attribute__((vector_size(CONDENSE_VEC_BYTES), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(CONDENSE_VEC_BYTES), aligned(4)));
+typedef uint32_t vu __attribute__((vector_size(CONDENSE_VEC_BYTES), aligned(4)));
+
+inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf splat(float x) { return vf{} + x; }
+inline float hsum(vf v) { float s = 0; for (int i = 0; i < W; ++i) s += v[i]; return s; }
+inline float hmax(vf v) { float s = v[0]; for (int i = 1; i < W; ++i) s = std::max(s, v[i]); return s; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+
+// e^x for x ≤ 0 (softmax after subtracting the row maximum): x = n·ln2 + r with |r| ≤ ln2/2,
+// e^r by a degree-6 polynomial (relative error < 2e-7), 2^n by building the exponent bits.
+inline vf vexp(vf x) {
+  x = vmax(x, splat(-87.0f));
+  const vf magic = splat(12582912.0f);  // 1.5·2²³: adding it rounds to an integer
+  vf t = x * 1.44269504088896341f + magic;
+  vf n = t - magic;
+  vf r = x - n * 0.693145751953125f - n * 1.42860682030941723212e-6f;
+  vf p = splat(1.0f / 720) ;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &e, sizeof scale);
+  return p * scale;
+}
+
+inline void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d,
+                           float scale, float* out, int64_t ld_out, float* scratch) {
+  const int64_t lp = (len + W - 1) / W * W;
+  float* kt = scratch;           // Kᵀ: d rows of lp
+  float* s = scratch + d * lp;   // one row of scores
+  for (int64_t c = 0; c < d; ++c) {
+    for (int64_t j = 0; j < len; ++j) kt[c * lp + j] = k[j * ld + c];
+    for (int64_t j = len; j < lp; ++j) kt[c * lp + j] = 0.0f;
+  }
+  const int64_t dv = d / W * W;
+  for (int64_t i = 0; i < len; ++i) {
+    const float* qi = q + i * ld;
+    // scores: Σ_c q[i,c]·Kᵀ[c,:], a row at a time, vectors along the keys
+    for (int64_t j = 0; j < lp; j += W) store(s + j, vf{});
+    for (int64_t c = 0; c < d; ++c) {
+      const vf qc = splat(qi[c] * scale);
+      const float* kr = kt + c * lp;
+      for (int64_t j = 0; j < lp; j += W) store(s + j, load(s + j) + qc * load(kr + j));
+    }
+    for (int64_t j = len; j < lp; ++j) s[j] = -std::numeric_limits<float>::infinity();
+    vf m = load(s);
+    for (int64_t j = W; j < lp; j += W) m = vmax(m, load(s + j));
+    const vf mx = splat(hmax(m));
+    vf sum{};
+    for (int64_t j = 0; j < lp; j += W) {
+      const vf e = vexp(load(s + j) - mx);
+      store(s + j, e);
+      sum += e;
+    }
+    const float inv = 1.0f / hsum(sum);
+    // out[i] = Σ_j p_j v[j], vectors along the head width
+    float* oi = out + i * ld_out;
+    for (int64_t c = 0; c < dv; c += W) {
+      vf acc0{}, acc1{};
+      int64_t j = 0;
+      for (; j + 1 < len; j += 2) {
+        acc0 += splat(s[j]) * load(v + j * ld + c);
+        acc1 += splat(s[j + 1]) * load(v + (j + 1) * ld + c);
+      }
+      if (j < len) acc0 += splat(s[j]) * load(v + j * ld + c);
+      store(oi + c, (acc0 + acc1) * inv);
+    }
+    for (int64_t c = dv; c < d; ++c) {
+      float acc = 0;
+      for (int64_t j = 0; j < len; ++j) acc += s[j] * v[j * ld + c];
+      oi[c] = acc * inv;
+    }
+  }
+}
+
+inline void add_layer_norm(const float* x, const float* residual, const float* gamma, const float* beta, int64_t rows,
+                           int64_t h, float eps, float* out) {
+  const int64_t hv = h / W * W;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * h;
+    const float* rr = residual ? residual + r * h : nullptr;
+    float* o = out + r * h;
+    vf sv{};
+    float st = 0;
+    for (int64_t c = 0; c < hv; c += W) {
+      vf t = load(xr + c);
+      if (rr) t += load(rr + c);
+      store(o + c, t);
+      sv += t;
+    }
+    for (int64_t c = hv; c < h; ++c) {
+      o[c] = xr[c] + (rr ? rr[c] : 0.0f);
+      st += o[c];
+    }
+    const float mean = (hsum(sv) + st) / static_cast<float>(h);
+    vf qv{};
+    float qt = 0;
+    for (int64_t c = 0; c < hv; c += W) {
+      const vf t = load(o + c) - mean;
+      qv += t * t;
+    }
+    for (int64_t c = hv; c < h; ++c) qt += (o[c] - mean) * (o[c] - mean);
+    const float rstd = 1.0f / std::sqrt((hsum(qv) + qt) / static_cast<float>(h) + eps);
+    for (int64_t c = 0; c < hv; c += W) store(o + c, (load(o + c) - mean) * rstd * load(gamma + c) + load(beta + c));
+    for (int64_t c = hv; c < h; ++c) o[c] = (o[c] - mean) * rstd * gamma[c] + beta[c];
+  }
+}
+
+inline void min_max(const float* x, int64_t n, float* lo, float* hi) {
+  float l = x[0], u = x[0];
+  int64_t i = 0;
+  if (n >= W) {
+    vf vl = load(x), vh = vl;
+    for (i = W; i + W <= n; i += W) {
+      const vf t = load(x + i);
+      vl = vmin(vl, t);
+      vh = vmax(vh, t);
+    }
+    for (int c = 0; c < W; ++c) { l = std::min(l, vl[c]); u = std::max(u, vh[c]); }
+  }
+  for (; i < n; ++i) { l = std::min(l, x[i]); u = std::max(u, x[i]); }
+  *lo = l;
+  *hi = u;
+}
+
+inline void to_bf16(const float* x, int64_t n, uint16_t* y) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    vu u;
+    std::memcpy(&u, x + i, sizeof u);
+    const vf f = load(x + i);
+    vu r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    r = f != f ? (u >> 16) | 0x40u : r;  // NaN: keep it a (quiet) NaN
+    for (int c = 0; c < W; ++c) y[i + c] = static_cast<uint16_t>(r[c]);
+  }
+  for (; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, x + i, 4);
+    y[i] = x[i] != x[i] ? static_cast<uint16_t>((u >> 16) | 0x40u) : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+
+}  // namespace condense::kernels::CONDENSE_ISA_NS
