@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The runtime side by side: condense's inference runtime (fp32, bf16, int8), eager LibTorch
+# (condense bench --runtime torch) and ONNX Runtime (fp32 and its dynamic int8, best optimisation
+# level), on the MiniLM-L6 teacher and a 3-layer student, batch 1 and 32, sequence 32, 128 and 512,
+# the same thread count and random inputs everywhere, all in one command.
+#
+#   bash bench/e2e/runtime_peers.sh [OUT_DIR]          (default runs/bench-runtime)
+#
+# Writes OUT_DIR/<model>-<runtime>-<precision>.json(l), then OUT_DIR/runtime.md (the tables of
+# docs/RESULTS.md, with ratios to the physical limit) and OUT_DIR/latency-vs-seq.png.
+# Environment: CONDENSE_THREADS (default 2), CONDENSE_BENCH_SEQ (default 32,128,512),
+# CONDENSE_BENCH_SECONDS (default 2 per shape), CONDENSE_NO_BUILD=1 to use the existing build.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$ROOT/scripts/setup.sh"
+OUT="${1:-$ROOT/runs/bench-runtime}"
+THREADS="${CONDENSE_THREADS:-2}"
+SEQ="${CONDENSE_BENCH_SEQ:-32,128,512}"
+SECONDS_PER="${CONDENSE_BENCH_SECONDS:-2}"
+mkdir -p "$OUT"
+
+# The peers (ONNX Runtime, onnx, matplotlib) go into the same venv, once.
+"$CONDENSE_PYTHON" -c 'import onnxruntime, onnx, matplotlib' 2>/dev/null \
+  || "$CONDENSE_PYTHON" -m pip install -q -r "$ROOT/bench/e2e/requirements-peers.txt"
+
+STUDENT="$OUT/student-3l"
+[ -f "$STUDENT/model.safetensors" ] || "$CONDENSE_PYTHON" "$ROOT/bench/e2e/make_student.py" "$CONDENSE_TEACHER_DIR" "$STUDENT"
+
+for entry in "teacher=$CONDENSE_TEACHER_DIR" "student=$STUDENT"; do
+  name="${entry%%=*}"; dir="${entry#*=}"
+  for prec in fp32 bf16 int8; do
+    echo "== $name: condense runtime $prec" >&2
+    "$CONDENSE_CLI" bench --model "$dir" --precision "$prec" --batch 1,32 --seq "$SEQ" --threads "$THREADS" \
+      --seconds "$SECONDS_PER" --format json > "$OUT/$name-engine-$prec.json.tmp"
+    mv "$OUT/$name-engine-$prec.json.tmp" "$OUT/$name-engine-$prec.json"
+  done
+  echo "== $name: eager LibTorch fp32" >&2
+  "$CONDENSE_CLI" bench --model "$dir" --runtime torch --batch 1,32 --seq "$SEQ" --threads "$THREADS" \
+    --seconds "$SECONDS_PER" --format json > "$OUT/$name-torch-fp32.json.tmp"
+  mv "$OUT/$name-torch-fp32.json.tmp" "$OUT/$name-torch-fp32.json"
+  echo "== $name: ONNX Runtime fp32 and int8" >&2
+  "$CONDENSE_PYTHON" "$ROOT/bench/e2e/ort_peer.py" --model "$dir" --batch 1,32 --seq "$SEQ" --threads "$THREADS" \
+    --seconds "$SECONDS_PER" --precision fp32,int8 > "$OUT/$name-ort.jsonl.tmp"
+  mv "$OUT/$name-ort.jsonl.tmp" "$OUT/$name-ort.jsonl"
+done
+"$CONDENSE_PYTHON" "$ROOT/bench/e2e/summarize_runtime.py" "$OUT" > "$OUT/runtime.md.tmp"
+mv "$OUT/runtime.md.tmp" "$OUT/runtime.md"
+cat "$OUT/runtime.md"
