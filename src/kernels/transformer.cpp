@@ -33,7 +33,7 @@ const char* kernel_name(Isa isa) {
 
 int64_t attention_scratch_floats(int64_t len, int64_t d) {
   const int64_t lp = (len + 15) / 16 * 16;  // the widest vector's padding
-  return lp * (d + 1);
+  return lp * (d + 8) + 8 * d;                // Kᵀ, a tile of 8 query rows' scores, their scaled queries
 }
 
 void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d, float scale,

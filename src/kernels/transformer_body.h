@@ -44,53 +44,82 @@ inline vf vexp(vf x) {
   return p * scale;
 }
 
+// Query rows per tile: the tile's accumulators stay in registers (AVX-512 has 32 vector
+// registers, AVX2 and SSE 16): scores R × W, then context R × 2W.
+constexpr int64_t R = W == 16 ? 8 : 4;
+
+// One tile of up to R query rows against all keys. Scores are computed R rows at a time with the
+// key chunk loaded once per head column (register tiling, as in a GEMM micro-kernel), softmax per
+// row, then P·V with R × 2W accumulators, so each loaded V vector feeds R rows.
+inline void attention_tile(const float* q, const float* kt, const float* v, int64_t ld, int64_t len, int64_t lp,
+                           int64_t d, float scale, int64_t rows, float* out, int64_t ld_out, float* s, float* qs) {
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < d; ++c) qs[r * d + c] = r < rows ? q[r * ld + c] * scale : 0.0f;
+  }
+  for (int64_t j = 0; j < lp; j += W) {
+    vf acc[R];
+    for (int64_t r = 0; r < R; ++r) acc[r] = vf{};
+    for (int64_t c = 0; c < d; ++c) {
+      const vf kv = load(kt + c * lp + j);
+      for (int64_t r = 0; r < R; ++r) acc[r] += splat(qs[r * d + c]) * kv;
+    }
+    for (int64_t r = 0; r < R; ++r) store(s + r * lp + j, acc[r]);
+  }
+  float inv[R];
+  for (int64_t r = 0; r < rows; ++r) {
+    float* sr = s + r * lp;
+    for (int64_t j = len; j < lp; ++j) sr[j] = -std::numeric_limits<float>::infinity();
+    vf m = load(sr);
+    for (int64_t j = W; j < lp; j += W) m = vmax(m, load(sr + j));
+    const vf mx = splat(hmax(m));
+    vf sum{};
+    for (int64_t j = 0; j < lp; j += W) {
+      const vf e = vexp(load(sr + j) - mx);
+      store(sr + j, e);
+      sum += e;
+    }
+    inv[r] = 1.0f / hsum(sum);
+  }
+  const int64_t dv = d / (2 * W) * (2 * W);
+  for (int64_t c = 0; c < dv; c += 2 * W) {
+    vf a0[R], a1[R];
+    for (int64_t r = 0; r < R; ++r) a0[r] = a1[r] = vf{};
+    for (int64_t j = 0; j < len; ++j) {
+      const vf v0 = load(v + j * ld + c), v1 = load(v + j * ld + c + W);
+      for (int64_t r = 0; r < R; ++r) {
+        const vf p = splat(s[r * lp + j]);
+        a0[r] += p * v0;
+        a1[r] += p * v1;
+      }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      store(out + r * ld_out + c, a0[r] * inv[r]);
+      store(out + r * ld_out + c + W, a1[r] * inv[r]);
+    }
+  }
+  for (int64_t c = dv; c < d; ++c) {  // head widths that are not a multiple of 2W
+    for (int64_t r = 0; r < rows; ++r) {
+      float acc = 0;
+      for (int64_t j = 0; j < len; ++j) acc += s[r * lp + j] * v[j * ld + c];
+      out[r * ld_out + c] = acc * inv[r];
+    }
+  }
+}
+
+// Scratch: Kᵀ (d × lp), the tile's scores (R × lp) and scaled queries (R × d); see
+// attention_scratch_floats.
 inline void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d,
                            float scale, float* out, int64_t ld_out, float* scratch) {
   const int64_t lp = (len + W - 1) / W * W;
-  float* kt = scratch;           // Kᵀ: d rows of lp
-  float* s = scratch + d * lp;   // one row of scores
+  float* kt = scratch;
+  float* s = kt + d * lp;
+  float* qs = s + R * lp;
   for (int64_t c = 0; c < d; ++c) {
     for (int64_t j = 0; j < len; ++j) kt[c * lp + j] = k[j * ld + c];
     for (int64_t j = len; j < lp; ++j) kt[c * lp + j] = 0.0f;
   }
-  const int64_t dv = d / W * W;
-  for (int64_t i = 0; i < len; ++i) {
-    const float* qi = q + i * ld;
-    // scores: Σ_c q[i,c]·Kᵀ[c,:], a row at a time, vectors along the keys
-    for (int64_t j = 0; j < lp; j += W) store(s + j, vf{});
-    for (int64_t c = 0; c < d; ++c) {
-      const vf qc = splat(qi[c] * scale);
-      const float* kr = kt + c * lp;
-      for (int64_t j = 0; j < lp; j += W) store(s + j, load(s + j) + qc * load(kr + j));
-    }
-    for (int64_t j = len; j < lp; ++j) s[j] = -std::numeric_limits<float>::infinity();
-    vf m = load(s);
-    for (int64_t j = W; j < lp; j += W) m = vmax(m, load(s + j));
-    const vf mx = splat(hmax(m));
-    vf sum{};
-    for (int64_t j = 0; j < lp; j += W) {
-      const vf e = vexp(load(s + j) - mx);
-      store(s + j, e);
-      sum += e;
-    }
-    const float inv = 1.0f / hsum(sum);
-    // out[i] = Σ_j p_j v[j], vectors along the head width
-    float* oi = out + i * ld_out;
-    for (int64_t c = 0; c < dv; c += W) {
-      vf acc0{}, acc1{};
-      int64_t j = 0;
-      for (; j + 1 < len; j += 2) {
-        acc0 += splat(s[j]) * load(v + j * ld + c);
-        acc1 += splat(s[j + 1]) * load(v + (j + 1) * ld + c);
-      }
-      if (j < len) acc0 += splat(s[j]) * load(v + j * ld + c);
-      store(oi + c, (acc0 + acc1) * inv);
-    }
-    for (int64_t c = dv; c < d; ++c) {
-      float acc = 0;
-      for (int64_t j = 0; j < len; ++j) acc += s[j] * v[j * ld + c];
-      oi[c] = acc * inv;
-    }
+  for (int64_t i = 0; i < len; i += R) {
+    attention_tile(q + i * ld, kt, v, ld, len, lp, d, scale, std::min<int64_t>(R, len - i), out + i * ld_out, ld_out, s, qs);
   }
 }
 

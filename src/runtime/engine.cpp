@@ -4,8 +4,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -78,10 +81,27 @@ T* grow(std::vector<T>& v, int64_t n) {
   return v.data();
 }
 
+// Stages timed by EngineOptions::profile, in the order Engine::profile reports them.
+enum Stage { kEmbed, kConvert, kQkv, kAttention, kAttnOut, kNorm, kFfnIn, kFfnOut, kHead, kStages };
+constexpr const char* kStageNames[kStages] = {"embeddings", "input conversion (bf16/int8)", "QKV product", "attention",
+                                              "attention output product", "residual + LayerNorm", "FFN input product + GELU",
+                                              "FFN output product", "pooler + classifier"};
+
 struct Workspace {
   std::vector<float> x, qkv, ctx, tmp, inter, rank, cls, pooled, words;
   std::vector<uint8_t> u8;
   std::vector<uint16_t> bf;
+  bool profile = false;
+  std::array<double, kStages> ms{};
+  int64_t calls = 0;
+  std::chrono::steady_clock::time_point last;
+  // Charges the time since the previous tick to `stage` (no clock reads unless profiling).
+  void tick(Stage stage) {
+    if (!profile) return;
+    const auto now = std::chrono::steady_clock::now();
+    ms[stage] += std::chrono::duration<double, std::milli>(now - last).count();
+    last = now;
+  }
 };
 
 // One product of the encoder: a Linear and how its input is prepared (bf16 conversion or 8-bit
@@ -99,23 +119,38 @@ struct Proj {
       case k::LinearType::F32: l.run(x, m, y); break;
       case k::LinearType::BF16: {
         uint16_t* b = grow(ws.bf, m * kk);
-        k::to_bf16(x, m * kk, b);
+        at::parallel_for(0, m * kk, 1 << 15, [&](int64_t a, int64_t e) { k::to_bf16(x + a, e - a, b + a); });
+        ws.tick(kConvert);
         l.run(b, m, y);
         break;
       }
       case k::LinearType::S8: {
         float scale = sx;
         int32_t zp = zx;
+        const int64_t n = m * kk;
+        constexpr int64_t kGrain = 1 << 15;  // below this one thread is faster than waking another
         if (dynamic) {
-          float lo = 0, hi = 0;
-          k::min_max(x, m * kk, &lo, &hi);
+          // The range over all rows, in chunks per thread (a reduction: one slot per thread).
+          std::array<float, 64> los, his;
+          los.fill(std::numeric_limits<float>::infinity());
+          his.fill(-std::numeric_limits<float>::infinity());
+          at::parallel_for(0, n, kGrain, [&](int64_t a, int64_t e) {
+            float l = 0, u = 0;
+            k::min_max(x + a, e - a, &l, &u);
+            const auto t = static_cast<std::size_t>(at::get_thread_num()) % los.size();
+            los[t] = std::min(los[t], l);
+            his[t] = std::max(his[t], u);
+          });
+          const float lo = *std::min_element(los.begin(), los.end()), hi = *std::max_element(his.begin(), his.end());
           auto [s, z] = quantize::ActRange{lo, hi, symmetric}.params();
           scale = static_cast<float>(s);
           zp = symmetric ? 128 : static_cast<int32_t>(z);
         }
-        uint8_t* q = grow(ws.u8, m * kk);
+        uint8_t* q = grow(ws.u8, n);
         // The same float inverse scale as fake_quantize_per_tensor_affine (quantize stage).
-        k::quantize_u8(x, m * kk, 1.0f / scale, zp, q);
+        const float inv = 1.0f / scale;
+        at::parallel_for(0, n, kGrain, [&](int64_t a, int64_t e) { k::quantize_u8(x + a, e - a, inv, zp, q + a); });
+        ws.tick(kConvert);
         l.run(q, m, scale, zp, y);
         break;
       }
@@ -347,6 +382,7 @@ Engine Engine::from_model(nn::BertClassifier& model, const quantize::QuantizedMo
   auto impl = std::make_unique<Impl>();
   impl->config = c;
   impl->source = source;
+  impl->ws.profile = options.profile;
   impl->hidden = c.hidden_size;
   impl->labels = c.num_labels;
   impl->eps = static_cast<float>(c.layer_norm_eps);
@@ -451,6 +487,10 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
     CONDENSE_CHECK(b.types[i] >= 0 && b.types[i] < type_vocab, "{}: token type {} outside 0..{}", source, b.types[i],
                    type_vocab - 1);
   }
+  if (ws.profile) {
+    ws.last = std::chrono::steady_clock::now();
+    ++ws.calls;
+  }
   float* x = grow(ws.x, t * h);
   // Embeddings: word (projected when factorized) + position + type, then LayerNorm.
   const float* words = word.data();
@@ -477,6 +517,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
       k::add_layer_norm(x + r0 * h, nullptr, emb_g.data(), emb_b.data(), rows, h, eps, x + r0 * h);
     }
   });
+  ws.tick(kEmbed);
   for (const auto& L : layers) {
     const int64_t inner = L.inner;
     const float *q, *kk, *v;
@@ -498,6 +539,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
       v = qkv + 2 * t * inner;
       ld = inner;
     }
+    ws.tick(kQkv);
     float* ctx = grow(ws.ctx, t * inner);
     const float scale = 1.0f / std::sqrt(static_cast<float>(L.head_dim));
     at::parallel_for(0, nb * L.heads, 1, [&](int64_t j0, int64_t j1) {
@@ -510,17 +552,23 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
                           ctx + r0 * inner + col, inner, sc);
       }
     });
+    ws.tick(kAttention);
     float* tmp = grow(ws.tmp, t * h);
     L.attn_out->run(ctx, t, tmp, ws);
+    ws.tick(kAttnOut);
     at::parallel_for(0, t, 64, [&](int64_t r0, int64_t r1) {
       k::add_layer_norm(tmp + r0 * h, x + r0 * h, L.ln1_g.data(), L.ln1_b.data(), r1 - r0, h, eps, x + r0 * h);
     });
+    ws.tick(kNorm);
     float* inter = grow(ws.inter, t * L.ffn_in->n);
     L.ffn_in->run(x, t, inter, ws);
+    ws.tick(kFfnIn);
     L.ffn_out->run(inter, t, tmp, ws);
+    ws.tick(kFfnOut);
     at::parallel_for(0, t, 64, [&](int64_t r0, int64_t r1) {
       k::add_layer_norm(tmp + r0 * h, x + r0 * h, L.ln2_g.data(), L.ln2_b.data(), r1 - r0, h, eps, x + r0 * h);
     });
+    ws.tick(kNorm);
   }
   // Pooler on each sequence's first token ([CLS]), tanh, then the classifier.
   float* cls = grow(ws.cls, nb * h);
@@ -529,6 +577,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
   pooler->run(cls, nb, pooled);
   for (int64_t i = 0; i < nb * h; ++i) pooled[i] = std::tanh(pooled[i]);
   classifier->run(pooled, nb, logits);
+  ws.tick(kHead);
 }
 
 std::vector<float> Engine::forward(const TokenBatch& batch) const {
@@ -543,6 +592,14 @@ torch::Tensor Engine::forward(const torch::Tensor& ids, const torch::Tensor& typ
   auto out = torch::empty({b.size(), impl_->labels});
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->run(b, out.data_ptr<float>());
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> Engine::profile() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<std::pair<std::string, double>> out;
+  const double calls = static_cast<double>(std::max<int64_t>(1, impl_->ws.calls));
+  for (int i = 0; i < kStages; ++i) out.emplace_back(kStageNames[i], impl_->ws.ms[static_cast<std::size_t>(i)] / calls);
   return out;
 }
 

@@ -18,6 +18,7 @@ struct BenchArgs {
   int64_t iterations = 5;
   double seconds = 2.0;
   int threads = 0;
+  bool profile = false;
 };
 
 struct Row {
@@ -43,14 +44,24 @@ void run(const BenchArgs& a) {
       for (const auto& r : m.bench(runtime::BenchOptions(base).with_seq_len(seq))) rows.push_back({"torch", "as stored", "LibTorch", r, 0});
     }
   } else {
-    auto engine = runtime::Engine::load(a.model, runtime::EngineOptions().with_precision(precision));
     for (int64_t seq : a.seqs) {
+      // One engine per sequence length, so that a profile covers one shape's forward passes.
+      auto engine = runtime::Engine::load(a.model, runtime::EngineOptions().with_precision(precision).with_profile(a.profile));
       auto forward = [&](const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask) {
         return engine.forward(ids, types, mask);
       };
       for (const auto& r : runtime::bench(forward, engine.vocab_size(), runtime::BenchOptions(base).with_seq_len(seq))) {
         const double ops = engine.flops(std::vector<int64_t>(static_cast<std::size_t>(r.batch), r.seq_len));
         rows.push_back({"engine", engine.precision(), engine.kernels(), r, ops / (r.p50_ms * 1e-3) / 1e9});
+      }
+      if (a.profile) {
+        // To stderr: the tables on stdout stay machine-readable.
+        double total = 0;
+        for (const auto& [stage, ms] : engine.profile()) total += ms;
+        fmt::print(stderr, "profile, seq {} (mean per forward pass over all batch sizes, with warm-up):\n", seq);
+        for (const auto& [stage, ms] : engine.profile()) {
+          fmt::print(stderr, "  {:<30} {:9.3f} ms {:5.1f}%\n", stage, ms, total > 0 ? 100 * ms / total : 0.0);
+        }
       }
     }
   }
@@ -96,6 +107,7 @@ void add_bench(CLI::App& app) {
   sub->add_option("--iterations", a->iterations, "Timed runs per shape, at least (default 5)");
   sub->add_option("--seconds", a->seconds, "Seconds per shape, at least (default 2)");
   sub->add_option("--format", a->format, "md, csv or json (default md)");
+  sub->add_flag("--profile", a->profile, "Engine: time each stage (to stderr); use with one batch size");
   add_threads_flag(*sub, a->threads);
   sub->callback([a] { run(*a); });
 }

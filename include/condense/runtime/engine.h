@@ -38,7 +38,9 @@ Precision parse_precision(const std::string& name);
 
 struct EngineOptions {
   Precision precision = Precision::Auto;
+  bool profile = false;  ///< time each stage of every forward pass (Engine::profile)
   EngineOptions& with_precision(Precision v) { precision = v; return *this; }
+  EngineOptions& with_profile(bool v) { profile = v; return *this; }
 };
 
 /// Sequences of one batch without padding: ids and token types concatenated, sequence b is
@@ -81,6 +83,9 @@ class Engine {
   /// Multiply-adds of one forward pass over the given sequence lengths (products and attention),
   /// for comparing with the machine's peak.
   double flops(const std::vector<int64_t>& lengths) const;
+  /// With EngineOptions::profile: mean milliseconds per forward pass spent in each stage
+  /// (embeddings, input conversion, each product, attention, LayerNorm, head), in order.
+  std::vector<std::pair<std::string, double>> profile() const;
 
  private:
   struct Impl;
