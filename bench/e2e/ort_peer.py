@@ -20,7 +20,9 @@ def export(model_dir, out_dir, max_seq):
     import torch
     from transformers import BertForSequenceClassification
 
-    model = BertForSequenceClassification.from_pretrained(model_dir).eval()
+    # Eager attention: the exported graph then has the MatMul-Softmax-MatMul pattern that the
+    # transformer optimizer fuses into its Attention operator (SDPA exports are not fused).
+    model = BertForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     cfg = model.config
     path = os.path.join(out_dir, "model.onnx")
     ids = torch.randint(1000, cfg.vocab_size, (2, 16))

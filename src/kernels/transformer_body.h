@@ -17,7 +17,9 @@ typedef uint32_t vu __attribute__((vector_size(CONDENSE_VEC_BYTES), aligned(4)))
 
 inline vf load(const float* p) { vf v; std::memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf splat(float x) { return vf{} + x; }
+// x − 0 folds to x (exact in IEEE arithmetic), leaving one broadcast, from memory an FMA's
+// embedded {1toN} operand; `vf{} + x` would keep an add per use (x + 0 differs from x for −0).
+inline vf splat(float x) { return x - vf{}; }
 inline float hsum(vf v) { float s = 0; for (int i = 0; i < W; ++i) s += v[i]; return s; }
 inline float hmax(vf v) { float s = v[0]; for (int i = 1; i < W; ++i) s = std::max(s, v[i]); return s; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
