@@ -33,7 +33,9 @@ const char* kernel_name(Isa isa) {
 
 int64_t attention_scratch_floats(int64_t len, int64_t d) {
   const int64_t lp = (len + 15) / 16 * 16;  // the widest vector's padding
-  return lp * (d + 8) + 8 * d;                // Kᵀ, a tile of 8 query rows' scores, their scaled queries
+  // fp32: Kᵀ, a tile of 8 rows' scores, their scaled queries; bf16: K and V pairs (d × lp
+  // floats), scores and bf16 probabilities of a tile (8 × 1.5 lp), bf16 queries (4 d).
+  return lp * (d + 8) + 8 * d + 4 * lp + 64;
 }
 
 void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d, float scale,
@@ -58,6 +60,39 @@ void attention_head_ref(const float* q, const float* k, const float* v, int64_t 
     for (int64_t c = 0; c < d; ++c) {
       double acc = 0;
       for (int64_t j = 0; j < len; ++j) acc += s[j] * v[j * ld + c];
+      out[i * ld_out + c] = static_cast<float>(acc / sum);
+    }
+  }
+}
+
+void attention_head_bf16_ref(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d,
+                             float scale, float* out, int64_t ld_out) {
+  auto bf = [](float x) {
+    uint16_t h;
+    to_bf16_ref(&x, 1, &h);
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float y;
+    std::memcpy(&y, &u, 4);
+    return static_cast<double>(y);
+  };
+  std::vector<double> s(static_cast<std::size_t>(len));
+  for (int64_t i = 0; i < len; ++i) {
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < len; ++j) {
+      double acc = 0;
+      for (int64_t c = 0; c < d; ++c) acc += bf(q[i * ld + c] * scale) * bf(k[j * ld + c]);
+      s[j] = acc;
+      mx = std::max(mx, s[j]);
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      const float e = static_cast<float>(std::exp(s[j] - mx));
+      sum += e;
+      s[j] = bf(e);
+    }
+    for (int64_t c = 0; c < d; ++c) {
+      double acc = 0;
+      for (int64_t j = 0; j < len; ++j) acc += s[j] * bf(v[j * ld + c]);
       out[i * ld_out + c] = static_cast<float>(acc / sum);
     }
   }

@@ -173,6 +173,7 @@ struct Proj {
 
 struct LayerPlan {
   int64_t heads = 0, head_dim = 0, inner = 0;
+  bool bf16_attention = false;
   std::unique_ptr<Proj> qkv;     // fused [3·inner, H], or null when q, k and v differ in kind
   std::unique_ptr<Proj> q, k, v;
   std::unique_ptr<Proj> attn_out, ffn_in, ffn_out;
@@ -450,6 +451,10 @@ Engine Engine::from_model(nn::BertClassifier& model, const quantize::QuantizedMo
       plan.v = builder.build({&sv}, k::Epilogue::None);
     }
     plan.attn_out = builder.build({&so}, k::Epilogue::None);
+    {
+      const auto t = (plan.qkv ? plan.qkv : plan.q)->lin->type();
+      plan.bf16_attention = !options.fp32_attention && t != k::LinearType::F32 && k::attention_bf16_supported(plan.head_dim);
+    }
     plan.ffn_in = builder.build({&si}, epi);
     plan.ffn_out = builder.build({&sf}, k::Epilogue::None);
     auto* n1 = layer->attention->output->LayerNorm->as<nn::NormImpl>();
@@ -548,8 +553,13 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
         const int64_t s = j / L.heads, hd = j % L.heads, r0 = b.offsets[s], len = b.offsets[s + 1] - r0;
         float* sc = grow(scratch, k::attention_scratch_floats(len, L.head_dim));
         const int64_t col = hd * L.head_dim;
-        k::attention_head(q + r0 * ld + col, kk + r0 * ld + col, v + r0 * ld + col, ld, len, L.head_dim, scale,
-                          ctx + r0 * inner + col, inner, sc);
+        if (L.bf16_attention) {
+          k::attention_head_bf16(q + r0 * ld + col, kk + r0 * ld + col, v + r0 * ld + col, ld, len, L.head_dim, scale,
+                                 ctx + r0 * inner + col, inner, sc);
+        } else {
+          k::attention_head(q + r0 * ld + col, kk + r0 * ld + col, v + r0 * ld + col, ld, len, L.head_dim, scale,
+                            ctx + r0 * inner + col, inner, sc);
+        }
       }
     });
     ws.tick(kAttention);
@@ -616,7 +626,9 @@ std::string Engine::precision() const {
   }
   std::string out;
   for (const auto& [name, n] : count) out += (out.empty() ? "" : ", ") + name + " " + std::to_string(n);
-  return out.empty() ? "none" : out + " products";
+  bool bf16_attention = false;
+  for (const auto& L : impl_->layers) bf16_attention = bf16_attention || L.bf16_attention;
+  return out.empty() ? "none" : out + " products, attention " + (bf16_attention ? "bf16" : "fp32");
 }
 
 std::string Engine::kernels() const {

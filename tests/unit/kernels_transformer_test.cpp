@@ -124,6 +124,34 @@ TEST_P(PerIsa, MinMaxAndBf16AreExact) {
 INSTANTIATE_TEST_SUITE_P(Isa, PerIsa, ::testing::Values(k::Isa::Generic, k::Isa::Avx2, k::Isa::Avx512),
                          [](const auto& info) { return std::string(k::to_string(info.param)); });
 
+TEST(KernelsAttentionBf16, MatchesItsTwinAndStaysCloseToFp32) {
+  if (!k::attention_bf16_supported(32)) GTEST_SKIP() << "no AVX-512 BF16 at the active ISA level";
+  EXPECT_FALSE(k::attention_bf16_supported(20));  // head widths must be multiples of 16
+  for (int64_t d : {32, 64, 16, 48}) {
+    for (int64_t len : {1, 2, 7, 17, 33, 128}) {
+      const int64_t heads = 2, inner = heads * d, ld = 3 * inner;
+      auto qkv = randn(len * ld, static_cast<uint32_t>(len * 17 + d), 1.5f);
+      std::vector<float> got(static_cast<std::size_t>(len * inner)), twin(got.size()), exact(got.size());
+      std::vector<float> scratch(static_cast<std::size_t>(k::attention_scratch_floats(len, d)) + 1, -1.0f);
+      scratch.back() = 12345.0f;  // a guard: the kernel must stay inside the scratch it asked for
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* q = qkv.data() + h * d;
+        k::attention_head_bf16(q, q + inner, q + 2 * inner, ld, len, d, scale, got.data() + h * d, inner, scratch.data());
+        k::attention_head_bf16_ref(q, q + inner, q + 2 * inner, ld, len, d, scale, twin.data() + h * d, inner);
+        k::attention_head_ref(q, q + inner, q + 2 * inner, ld, len, d, scale, exact.data() + h * d, inner);
+      }
+      ASSERT_EQ(scratch.back(), 12345.0f) << "d " << d << " len " << len;
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        // Same roundings, other summation order: a probability may round to the neighbouring
+        // bf16 (2⁻⁸ relative), which bounds the difference to the twin.
+        ASSERT_NEAR(got[i], twin[i], 1e-2f * (1.0f + std::abs(twin[i]))) << "d " << d << " len " << len << " at " << i;
+        ASSERT_NEAR(got[i], exact[i], 6e-2f * (1.0f + std::abs(exact[i]))) << "d " << d << " len " << len << " at " << i;
+      }
+    }
+  }
+}
+
 TEST(KernelsIsa, ParsesNamesAndActiveNeverExceedsTheCpu) {
   EXPECT_EQ(k::parse_isa("avx2"), k::Isa::Avx2);
   EXPECT_THROW(k::parse_isa("sse9"), std::invalid_argument);

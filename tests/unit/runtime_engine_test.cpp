@@ -8,6 +8,7 @@
 
 #include "condense/factorize/factorize.h"
 #include "condense/kernels/isa.h"
+#include "condense/kernels/transformer.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/quantize/quantize.h"
 #include "condense/runtime/engine.h"
@@ -50,6 +51,9 @@ torch::Tensor engine_logits(const Engine& e, const condense::train::EncodedDatas
 
 double scale_of(const torch::Tensor& t) { return 1 + t.abs().max().item<double>(); }
 
+// Attention of bf16 and int8 engines (head width 32): bf16 where the CPU has AVX-512 BF16.
+std::string low_attention() { return condense::kernels::attention_bf16_supported(32) ? "bf16" : "fp32"; }
+
 }  // namespace
 
 TEST(RuntimeEngine, Fp32MatchesTheModelOnMixedLengths) {
@@ -59,7 +63,7 @@ TEST(RuntimeEngine, Fp32MatchesTheModelOnMixedLengths) {
     auto e = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::F32));
     auto want = ct::tiny_logits(m, data), got = engine_logits(e, data);
     EXPECT_LT(ct::max_diff(got, want), 1e-4 * scale_of(want)) << "variant " << variant;
-    EXPECT_EQ(e.precision(), "fp32 12 products");  // fused QKV, attention output, FFN in, FFN out: 4 × 3 layers
+    EXPECT_EQ(e.precision(), "fp32 12 products, attention fp32");  // fused QKV, attention output, FFN in, FFN out: 4 × 3 layers
   }
 }
 
@@ -108,11 +112,15 @@ TEST(RuntimeEngine, Int8MatchesTheQuantizedModelsIntegerPath) {
     auto m = wide_model(6);
     auto qm = q::apply(m, q::QuantizeOptions().with_activations(mode), &data);
     auto e = Engine::from_model(m, &qm, {});
-    EXPECT_EQ(e.precision(), "int8 12 products") << q::to_string(mode);
+    EXPECT_EQ(e.precision(), "int8 12 products, attention " + low_attention()) << q::to_string(mode);
     auto want = ct::tiny_logits(m, data), got = engine_logits(e, data);
     // The same integer products; attention and LayerNorm round differently, which can move an
     // activation across one quantization level.
     EXPECT_LT(ct::max_diff(got, want), 1e-2 * scale_of(want)) << q::to_string(mode);
+    // fp32 attention on request: the training-time model's arithmetic apart from the products.
+    auto ef = Engine::from_model(m, &qm, EngineOptions().with_fp32_attention(true));
+    EXPECT_EQ(ef.precision(), "int8 12 products, attention fp32");
+    EXPECT_LT(ct::max_diff(engine_logits(ef, data), want), 1e-2 * scale_of(want)) << q::to_string(mode);
   }
   // 4-bit symmetric codes widened to int8 (W4A8), and a weight-only model running its dequantized weights in fp32.
   auto m4 = wide_model(7);
@@ -122,7 +130,7 @@ TEST(RuntimeEngine, Int8MatchesTheQuantizedModelsIntegerPath) {
   auto mw = wide_model(8);
   auto qw = q::apply(mw, q::QuantizeOptions().with_weights(q::Scheme().with_bits(4).with_method(q::Method::Log)));
   auto ew = Engine::from_model(mw, &qw, {});
-  EXPECT_EQ(ew.precision(), "fp32 12 products");
+  EXPECT_EQ(ew.precision(), "fp32 12 products, attention fp32");
   want = ct::tiny_logits(mw, data);
   EXPECT_LT(ct::max_diff(engine_logits(ew, data), want), 1e-4 * scale_of(want));
 }
@@ -133,11 +141,11 @@ TEST(RuntimeEngine, Bf16AndInt8AtLoadStayCloseToFp32) {
   auto want = ct::tiny_logits(m, data);
   if (static_cast<int>(condense::kernels::active_isa()) >= static_cast<int>(condense::kernels::Isa::Avx512)) {
     auto eb = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::BF16));
-    EXPECT_EQ(eb.precision(), "bf16 12 products");
+    EXPECT_EQ(eb.precision(), "bf16 12 products, attention " + low_attention());
     EXPECT_LT(ct::max_diff(engine_logits(eb, data), want), 3e-2 * scale_of(want));
   }
   auto ei = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::Int8));
-  EXPECT_EQ(ei.precision(), "int8 12 products");
+  EXPECT_EQ(ei.precision(), "int8 12 products, attention " + low_attention());
   EXPECT_LT(ct::max_diff(engine_logits(ei, data), want), 5e-2 * scale_of(want));
 }
 
@@ -152,10 +160,10 @@ TEST(RuntimeEngine, LoadsFoldersAsWritten) {
   q::save(m, qm, dir / "int8", "");
   want = ct::tiny_logits(m, data);
   auto e = Engine::load(dir / "int8");
-  EXPECT_EQ(e.precision(), "int8 12 products");
+  EXPECT_EQ(e.precision(), "int8 12 products, attention " + low_attention());
   EXPECT_LT(ct::max_diff(engine_logits(e, data), want), 1e-2 * scale_of(want));
   // fp32 on the same folder runs its dequantized weights
-  EXPECT_EQ(Engine::load(dir / "int8", EngineOptions().with_precision(Precision::F32)).precision(), "fp32 12 products");
+  EXPECT_EQ(Engine::load(dir / "int8", EngineOptions().with_precision(Precision::F32)).precision(), "fp32 12 products, attention fp32");
 }
 
 TEST(RuntimeEngine, ClearErrors) {

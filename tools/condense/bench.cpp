@@ -18,7 +18,7 @@ struct BenchArgs {
   int64_t iterations = 5;
   double seconds = 2.0;
   int threads = 0;
-  bool profile = false;
+  bool profile = false, fp32_attention = false;
 };
 
 struct Row {
@@ -46,7 +46,7 @@ void run(const BenchArgs& a) {
   } else {
     for (int64_t seq : a.seqs) {
       // One engine per sequence length, so that a profile covers one shape's forward passes.
-      auto engine = runtime::Engine::load(a.model, runtime::EngineOptions().with_precision(precision).with_profile(a.profile));
+      auto engine = runtime::Engine::load(a.model, runtime::EngineOptions().with_precision(precision).with_profile(a.profile).with_fp32_attention(a.fp32_attention));
       auto forward = [&](const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask) {
         return engine.forward(ids, types, mask);
       };
@@ -107,6 +107,7 @@ void add_bench(CLI::App& app) {
   sub->add_option("--iterations", a->iterations, "Timed runs per shape, at least (default 5)");
   sub->add_option("--seconds", a->seconds, "Seconds per shape, at least (default 2)");
   sub->add_option("--format", a->format, "md, csv or json (default md)");
+  sub->add_flag("--fp32-attention", a->fp32_attention, "Engine: attention in fp32 even where the products are bf16 or int8");
   sub->add_flag("--profile", a->profile, "Engine: time each stage (to stderr); use with one batch size");
   add_threads_flag(*sub, a->threads);
   sub->callback([a] { run(*a); });

@@ -16,13 +16,16 @@ struct RunArgs {
   std::string model, input = "-", precision = "auto", format = "tsv";
   int64_t batch = 32, max_length = 128;
   int threads = 0;
+  bool fp32_attention = false;
 };
 
 void run(const RunArgs& a) {
   set_threads(a.threads);
   CONDENSE_CHECK(a.format == "tsv" || a.format == "json", "--format is '{}', expected tsv or json", a.format);
   CONDENSE_CHECK(a.batch > 0, "--batch must be positive, found {}", a.batch);
-  auto engine = runtime::Engine::load(a.model, runtime::EngineOptions().with_precision(runtime::parse_precision(a.precision)));
+  auto engine = runtime::Engine::load(a.model, runtime::EngineOptions()
+                                                       .with_precision(runtime::parse_precision(a.precision))
+                                                       .with_fp32_attention(a.fp32_attention));
   CONDENSE_CHECK(a.max_length >= 2 && a.max_length <= engine.max_positions(), "--max-length must be in 2..{}, found {}",
                  engine.max_positions(), a.max_length);
   auto tokenizer = text::WordPieceTokenizer::from_directory(a.model);
@@ -96,6 +99,7 @@ void add_run(CLI::App& app) {
   sub->add_option("--batch", a->batch, "Lines per forward pass (default 32)");
   sub->add_option("--max-length", a->max_length, "Tokens per example, truncated beyond (default 128)");
   sub->add_option("--format", a->format, "tsv (label, then one probability per class; default) or json lines");
+  sub->add_flag("--fp32-attention", a->fp32_attention, "Attention in fp32 even where the products are bf16 or int8");
   add_threads_flag(*sub, a->threads);
   sub->callback([a] { run(*a); });
 }

@@ -39,6 +39,10 @@ Precision parse_precision(const std::string& name);
 struct EngineOptions {
   Precision precision = Precision::Auto;
   bool profile = false;  ///< time each stage of every forward pass (Engine::profile)
+  /// Attention's two products follow the layer's products: bf16 (kernels::attention_head_bf16)
+  /// where those are bf16 or int8 and the CPU has AVX-512 BF16, fp32 elsewhere; true keeps fp32.
+  bool fp32_attention = false;
+  EngineOptions& with_fp32_attention(bool v) { fp32_attention = v; return *this; }
   EngineOptions& with_precision(Precision v) { precision = v; return *this; }
   EngineOptions& with_profile(bool v) { profile = v; return *this; }
 };
