@@ -92,6 +92,35 @@ def main(results):
                   f"{cell(accs['mrpc'])} | {cell(deltas['mrpc'], True)} | {size} | {ratio} | "
                   f"{encr} | {p[0]} | {p[1]} | {s[0]} | {s[1]} |")
     print(f"\ncommit(s): {', '.join(sorted(commits))}")
+    runtime_table(results)
+
+
+RUNTIME_ROWS = [("fp32", "fp32"), ("bf16", "bf16 weights and activations"), ("int8-dynamic", "int8 dynamic"),
+                ("int8-static-minmax", "int8 static (min/max)"), ("w4a8", "W4A8")]
+
+
+def runtime_table(results):
+    """experiments/bench_quantize_runtime.sh: the formats as stored, through the inference runtime."""
+    base_dir = results / "quantize" / "bench-runtime"
+    if not base_dir.exists():
+        return
+    print("\n### Latency through the inference runtime\n")
+    print("| model | format | products | p50 b1 (ms) | p50 b32 (ms) | vs fp32 b1 | vs fp32 b32 |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    commits = set()
+    for model, model_label in [("teacher", "teacher (6 × 384)"), ("kd-3", "3-layer student (3 × 384)")]:
+        rows = {f.stem: json.loads(f.read_text()) for f in (base_dir / model).glob("*.json")}
+        if "fp32" not in rows:
+            continue
+        base = {r["batch"]: r["p50_ms"] for r in rows["fp32"]}
+        for key, label in RUNTIME_ROWS:
+            if key not in rows:
+                continue
+            lat = {r["batch"]: r["p50_ms"] for r in rows[key]}
+            commits.update(r.get("commit", "") for r in rows[key])
+            print(f"| {model_label} | {label} | {rows[key][0]['precision']} | {lat[1]:.2f} | {lat[32]:.1f} | "
+                  f"{lat[1] / base[1]:.2f}x | {lat[32] / base[32]:.2f}x |")
+    print(f"\nthreads {rows['fp32'][0]['threads']}, ISA {rows['fp32'][0]['isa']}, commit(s): {', '.join(sorted(c for c in commits if c))}")
 
 
 if __name__ == "__main__":
