@@ -30,6 +30,9 @@ mkdir -p "$OUT"
 STUDENT="$OUT/student-3l"
 [ -f "$STUDENT/model.safetensors" ] || "$CONDENSE_PYTHON" "$ROOT/bench/e2e/make_student.py" "$CONDENSE_TEACHER_DIR" "$STUDENT"
 
+# The summary reads the shapes (operation counts) from these copies, so OUT_DIR stands alone.
+cp "$CONDENSE_TEACHER_DIR/config.json" "$OUT/teacher-config.json"
+cp "$STUDENT/config.json" "$OUT/student-config.json"
 for round in $(seq 1 "$ROUNDS"); do
   R="$OUT/r$round"
   mkdir -p "$R"

@@ -14,9 +14,10 @@ import json, os, pathlib, sys
 PEAK = dict(zip(["fp32", "bf16", "int8"], [float(x) for x in os.environ.get("CONDENSE_PEAKS", "231,460,920").split(",")]))
 
 
-def config_of(path):
-    p = pathlib.Path(path)
-    return json.loads((p / "config.json").read_text())
+def config_of(out, name, model_dir):
+    """The model's config.json: the copy runtime_peers.sh keeps beside the results, else the folder's."""
+    kept = out / f"{name}-config.json"
+    return json.loads((kept if kept.exists() else pathlib.Path(model_dir) / "config.json").read_text())
 
 
 def gops(cfg, batch, seq):
@@ -72,7 +73,7 @@ def main():
     for name in ["teacher", "student"]:
         if name not in models:
             continue
-        cfg = config_of(models[name])
+        cfg = config_of(out, name, models[name])
         label = f"{name} {cfg['num_hidden_layers']}L×{cfg['hidden_size']}"
         for prec in ["fp32", "bf16", "int8"]:
             for b, s in shapes:
@@ -107,7 +108,7 @@ def plot(out, rows, models):
     series = [("condense", "fp32", "C0", "-"), ("condense", "bf16", "C1", "-"), ("condense", "int8", "C2", "-"),
               ("ort", "fp32", "C0", "--"), ("ort", "int8", "C2", "--"), ("torch", "fp32", "C7", ":")]
     for i, name in enumerate(names):
-        cfg = config_of(models[name])
+        cfg = config_of(out, name, models[name])
         for j, b in enumerate([1, 32]):
             ax = axes[i][j]
             for rt, prec, color, style in series:

@@ -231,8 +231,10 @@ struct Builder {
       case Precision::BF16: return k::LinearType::BF16;
       case Precision::Int8: return k::LinearType::S8;
       case Precision::Auto:
-        return stored_int8(d) && qm->options.activations != quantize::Activations::None ? k::LinearType::S8
-                                                                                         : k::LinearType::F32;
+        if (stored_int8(d) && qm->options.activations != quantize::Activations::None) return k::LinearType::S8;
+        // bf16-stored layers run in bf16 as the quantize stage does (bf16 inputs, fp32 accumulation).
+        if (d.q != nullptr && !d.gated && d.q->weight.scheme.method == quantize::Method::BFloat16) return k::LinearType::BF16;
+        return k::LinearType::F32;
     }
     return k::LinearType::F32;
   }

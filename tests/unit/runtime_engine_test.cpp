@@ -143,6 +143,13 @@ TEST(RuntimeEngine, Bf16AndInt8AtLoadStayCloseToFp32) {
     auto eb = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::BF16));
     EXPECT_EQ(eb.precision(), "bf16 12 products, attention " + low_attention());
     EXPECT_LT(ct::max_diff(engine_logits(eb, data), want), 3e-2 * scale_of(want));
+    // A folder quantized to bf16 runs its products in bf16 as stored (auto), like the quantize stage.
+    auto mb = wide_model(9);
+    auto qb = q::apply(mb, q::QuantizeOptions().with_weights(q::Scheme().with_method(q::Method::BFloat16).with_bits(16)));
+    auto es = Engine::from_model(mb, &qb, {});
+    EXPECT_EQ(es.precision(), "bf16 12 products, attention " + low_attention());
+    const auto wb = ct::tiny_logits(mb, data);
+    EXPECT_LT(ct::max_diff(engine_logits(es, data), wb), 3e-2 * scale_of(wb));
   }
   auto ei = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::Int8));
   EXPECT_EQ(ei.precision(), "int8 12 products, attention " + low_attention());

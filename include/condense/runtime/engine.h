@@ -26,7 +26,8 @@ namespace condense::runtime {
 
 /// Arithmetic of the encoder's products.
 enum class Precision {
-  Auto,  ///< int8 where the folder stores int8-capable codes with quantized activations, fp32 elsewhere
+  Auto,  ///< as stored: int8 where the folder holds int8-capable codes with quantized activations,
+         ///< bf16 where it holds bf16 weights, fp32 elsewhere
   F32,   ///< fp32 (quantized folders run their dequantized weights)
   BF16,  ///< bf16 inputs and weights, fp32 accumulation (AMX / AVX-512 BF16)
   Int8   ///< int8: stored codes where the folder has them; otherwise weights quantized at load
