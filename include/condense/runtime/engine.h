@@ -5,7 +5,8 @@
 /// Per layer: one fused QKV product, attention per sequence and head on unpadded tokens
 /// (kernels/transformer.h), the output product, residual + LayerNorm, the FFN input product with
 /// GELU fused in, the FFN output product, residual + LayerNorm. Products are fp32, bf16 or int8
-/// (kernels/linear.h); everything else is fp32.
+/// (kernels/linear.h); attention is fp32, or bf16 products with an fp32 softmax where the products
+/// are bf16 or int8 and the CPU has AVX-512 BF16; everything else is fp32.
 ///
 /// Padding-free batches (the "packed" layout of TurboTransformers and FasterTransformer's
 /// "remove padding"): the sequences of a batch are concatenated, so products run over the real
