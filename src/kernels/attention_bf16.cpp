@@ -86,17 +86,7 @@ void attention(const float* q, const float* k, const float* v, int64_t ld, int64
         for (int64_t j = 0; j < lp; ++j) pb[r * lp + j] = 0;
         continue;
       }
-      for (int64_t j = len; j < lp; ++j) sr[j] = -std::numeric_limits<float>::infinity();
-      vf m = load(sr);
-      for (int64_t j = W; j < lp; j += W) m = vmax(m, load(sr + j));
-      const vf mx = splat(hmax(m));
-      vf sum{};
-      for (int64_t j = 0; j < lp; j += W) {
-        const vf e = vexp(load(sr + j) - mx);
-        store(sr + j, e);
-        sum += e;
-      }
-      inv[r] = 1.0f / hsum(sum);
+      inv[r] = softmax_row(sr, len, lp);
       for (int64_t j = 0; j < lp; j += 16) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + r * lp + j), bf16x16(sr + j));
       }

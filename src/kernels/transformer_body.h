@@ -46,6 +46,22 @@ inline vf vexp(vf x) {
   return p * scale;
 }
 
+// One row of scores (len real, padded to lp) becomes e^(s − max) in place, the padding 0;
+// returns 1 / Σ e, the normalisation left to the caller (applied once per output row).
+inline float softmax_row(float* sr, int64_t len, int64_t lp) {
+  for (int64_t j = len; j < lp; ++j) sr[j] = -std::numeric_limits<float>::infinity();
+  vf m = load(sr);
+  for (int64_t j = W; j < lp; j += W) m = vmax(m, load(sr + j));
+  const vf mx = splat(hmax(m));
+  vf sum{};
+  for (int64_t j = 0; j < lp; j += W) {
+    const vf e = vexp(load(sr + j) - mx);
+    store(sr + j, e);
+    sum += e;
+  }
+  return 1.0f / hsum(sum);
+}
+
 // Query rows per tile: the tile's accumulators stay in registers (AVX-512 has 32 vector
 // registers, AVX2 and SSE 16): scores R × W, then context R × 2W.
 constexpr int64_t R = W == 16 ? 8 : 4;
@@ -68,20 +84,7 @@ inline void attention_tile(const float* q, const float* kt, const float* v, int6
     for (int64_t r = 0; r < R; ++r) store(s + r * lp + j, acc[r]);
   }
   float inv[R];
-  for (int64_t r = 0; r < rows; ++r) {
-    float* sr = s + r * lp;
-    for (int64_t j = len; j < lp; ++j) sr[j] = -std::numeric_limits<float>::infinity();
-    vf m = load(sr);
-    for (int64_t j = W; j < lp; j += W) m = vmax(m, load(sr + j));
-    const vf mx = splat(hmax(m));
-    vf sum{};
-    for (int64_t j = 0; j < lp; j += W) {
-      const vf e = vexp(load(sr + j) - mx);
-      store(sr + j, e);
-      sum += e;
-    }
-    inv[r] = 1.0f / hsum(sum);
-  }
+  for (int64_t r = 0; r < rows; ++r) inv[r] = softmax_row(s + r * lp, len, lp);
   const int64_t dv = d / (2 * W) * (2 * W);
   for (int64_t c = 0; c < dv; c += 2 * W) {
     vf a0[R], a1[R];
