@@ -233,7 +233,8 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
   auto& o = out.options;
   if (auto p = root["prune"]) {
     r.only_keys(p, "prune", {"criterion", "granularity", "sparsity", "global", "schedule", "update_every", "steps", "nm",
-                             "depth", "layer_select", "regularization", "score_batches", "layerdrop"});
+                             "depth", "layer_select", "regularization", "score_batches", "layerdrop", "soft_threshold",
+                             "soft_lambda"});
     std::string criterion = prune::to_string(o.criterion), granularity = prune::to_string(o.granularity),
                 schedule = prune::to_string(o.schedule), nm;
     r.get(p, "prune", "criterion", criterion);
@@ -248,6 +249,8 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
     r.get(p, "prune", "regularization", o.regularization);
     r.get(p, "prune", "score_batches", o.score_batches);
     r.get(p, "prune", "layerdrop", o.layerdrop);
+    r.get(p, "prune", "soft_threshold", o.soft_threshold);
+    r.get(p, "prune", "soft_lambda", o.soft_lambda);
     r.get(p, "prune", "nm", nm);
     try {
       o.criterion = prune::parse_criterion(criterion);

@@ -33,7 +33,8 @@ std::string enum_name(E e, const std::pair<const char*, E> (&table)[N]) {
 
 constexpr std::pair<const char*, Criterion> kCriteria[] = {
     {"magnitude", Criterion::Magnitude}, {"taylor", Criterion::Taylor}, {"movement", Criterion::Movement},
-    {"l1", Criterion::L1},               {"l2", Criterion::L2},         {"entropy", Criterion::Entropy}};
+    {"soft-movement", Criterion::SoftMovement}, {"l1", Criterion::L1}, {"l2", Criterion::L2},
+    {"entropy", Criterion::Entropy}};
 constexpr std::pair<const char*, Granularity> kGranularities[] = {
     {"unstructured", Granularity::Unstructured}, {"nm", Granularity::NM},
     {"heads", Granularity::Heads},               {"neurons", Granularity::Neurons},
@@ -316,8 +317,14 @@ void PruneOptions::validate() const {
   CONDENSE_CHECK(criterion != Criterion::Entropy || prunes_heads(granularity) || prunes_neurons(granularity),
                  "criterion entropy ranks heads and neurons; granularity {} has no activations to rank",
                  to_string(granularity));
-  CONDENSE_CHECK(criterion != Criterion::Movement || schedule == Schedule::Cubic,
-                 "criterion movement accumulates scores while fine-tuning; it needs schedule cubic");
+  CONDENSE_CHECK((criterion != Criterion::Movement && criterion != Criterion::SoftMovement) || schedule == Schedule::Cubic,
+                 "criterion {} accumulates scores while fine-tuning; it needs schedule cubic", to_string(criterion));
+  CONDENSE_CHECK(criterion != Criterion::SoftMovement || granularity == Granularity::Unstructured,
+                 "criterion soft-movement thresholds single weights; it needs granularity unstructured, found {}",
+                 to_string(granularity));
+  CONDENSE_CHECK(soft_threshold > 0 && soft_threshold < 1, "prune option 'soft_threshold' must be in (0, 1), found {}",
+                 soft_threshold);
+  CONDENSE_CHECK(soft_lambda >= 0, "prune option 'soft_lambda' must be >= 0, found {}", soft_lambda);
   CONDENSE_CHECK(schedule != Schedule::Cubic || train.epochs >= 1,
                  "schedule cubic prunes while fine-tuning; it needs at least one epoch");
   CONDENSE_CHECK(granularity != Granularity::Layers || schedule == Schedule::OneShot,
@@ -537,7 +544,10 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
   std::vector<torch::Tensor> hacc, nacc;
   Gates gates;
   const bool structured_units = prunes_heads(o.granularity) || prunes_neurons(o.granularity);
-  const bool needs_grad_scores = o.criterion == Criterion::Taylor || o.criterion == Criterion::Movement;
+  const bool soft = o.criterion == Criterion::SoftMovement;
+  const bool movement = o.criterion == Criterion::Movement || soft;
+  const bool needs_grad_scores = o.criterion == Criterion::Taylor || movement;
+  double soft_tau = 0, soft_lambda = 0;  // soft movement's threshold and λ at the current step
 
   // Movement scores as trained parameters: Adam (β 0.9 / 0.999) with the paper's score learning
   // rate 1e-2, scores starting at 0 (Sanh et al. 2020, appendix: mask_scores lr 1e-2).
@@ -566,11 +576,19 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       for (auto& d : denses) {
         auto k = mask_kernel(d.dense);
         torch::Tensor g;
-        if (o.criterion == Criterion::Movement) {
+        if (movement) {
           if (!k->effective.defined() || !k->effective.grad().defined()) continue;
           // Sanh et al.: ∂L/∂S = ∂L/∂W' · W through the straight-through mask; the scores are
           // trained by Adam like the weights (ScoreAdam), so S grows for weights moving away from 0.
-          adam_step(d.name, k->effective.grad() * d.dense->weight, wacc);
+          g = k->effective.grad() * d.dense->weight;
+          if (soft && soft_lambda > 0 && wacc.count(d.name)) {
+            // + ∂/∂S of λ · mean over matrices of mean σ(S) (the paper's l1 regulariser of the
+            // sigmoid scores, masked_run_glue.py's `regularization`).
+            auto sg = torch::sigmoid(wacc[d.name]);
+            g = g + (soft_lambda / static_cast<double>(denses.size() * sg.numel())) * sg * (1 - sg);
+          }
+          adam_step(d.name, g, wacc);
+          if (soft) k->mask = (torch::sigmoid(wacc[d.name]) > soft_tau).to(torch::kFloat);
           continue;
         } else {
           if (!d.dense->weight.grad().defined()) continue;
@@ -578,7 +596,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
         }
         auto& a = wacc[d.name];
         if (!a.defined()) a = torch::zeros_like(g);
-        if (o.criterion == Criterion::Movement) a.add_(g); else a.mul_(decay).add_(g, 1 - decay);
+        a.mul_(decay).add_(g, 1 - decay);
       }
     }
     if (structured_units) {
@@ -635,7 +653,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
           sc = d.dense->weight.detach().abs();
         }
         // Pruned weights stay pruned except under movement (its scores decide freely).
-        if (o.criterion != Criterion::Movement) sc = sc.masked_fill(masks.weights[d.name] == 0, -INFINITY);
+        if (!movement) sc = sc.masked_fill(masks.weights[d.name] == 0, -INFINITY);
         scores[d.name] = sc;
       }
       if (o.granularity == Granularity::NM) {
@@ -700,11 +718,21 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     const int64_t total = static_cast<int64_t>((data.size() + o.train.batch_size - 1) / o.train.batch_size) *
                           o.train.epochs;
     const int64_t ti = total / 10, tf = std::max(ti + 1, total * 7 / 10);
-    if (wl && o.criterion == Criterion::Movement) {
+    if (wl && movement) {
       for (auto& d : denses) mask_kernel(d.dense)->track = true;
     }
     double current = 0;
     fine_tune([&](int64_t step) {
+      if (soft) {
+        // Soft movement: τ and λ rise together on the cubic curve (the paper's threshold schedule,
+        // regu_lambda = final_lambda · τ / final τ); the masks follow the scores every step.
+        const double frac =
+            step < ti ? 0.0 : std::min(1.0, static_cast<double>(step - ti) / static_cast<double>(tf - ti));
+        soft_tau = o.soft_threshold * (1 - std::pow(1 - frac, 3));
+        soft_lambda = o.soft_lambda * soft_tau / o.soft_threshold;
+        accumulate(0.99);
+        return;
+      }
       if (needs_grad_scores) accumulate(0.99);
       if (step < ti) return;
       if ((step - ti) % o.update_every != 0 && step != tf) return;
@@ -716,7 +744,11 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       torch::NoGradGuard ng;
       update_masks(s);
     });
-    if (current < o.sparsity) update_masks(o.sparsity);  // runs too short to reach t_f
+    if (soft) {
+      for (auto& d : denses) masks.weights[d.name] = mask_kernel(d.dense)->mask;
+    } else if (current < o.sparsity) {
+      update_masks(o.sparsity);  // runs too short to reach t_f
+    }
   } else {
     const int64_t rounds = o.schedule == Schedule::Iterative ? o.steps : 1;
     if (regularize && o.schedule == Schedule::OneShot) {

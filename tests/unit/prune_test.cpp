@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <fstream>
+#include <set>
 
 #include "condense/core/file.h"
 #include "condense/core/json.h"
@@ -245,6 +246,39 @@ TEST(Prune, CubicMovementReachesTargetAndTrains) {
   EXPECT_FALSE(torch::equal(r.masks.weights.begin()->second, mag.masks.weights.begin()->second));
 }
 
+TEST(Prune, SoftMovementSparsityFollowsLambda) {
+  // Soft movement (Sanh et al. 2020) has no sparsity target: the penalty λ·mean σ(S) pulls scores
+  // under the threshold unless the task's gradient holds them up, so a larger λ prunes more and
+  // λ = 0 (scores move only with the task's gradient, at most 1e-2 a step) prunes almost nothing.
+  auto m = ct::tiny_bert(8);
+  auto data = ct::tiny_sst2(64, 9);
+  auto run = [&](double lambda) {
+    return prune::prune(m, data,
+                        prune::PruneOptions()
+                            .with_criterion(Criterion::SoftMovement)
+                            .with_granularity(Granularity::Unstructured)
+                            .with_schedule(Schedule::Cubic)
+                            .with_soft_lambda(lambda)
+                            .with_train(train::TrainOptions().with_epochs(40).with_batch_size(8).with_learning_rate(1e-3)));
+  };
+  auto sparsity = [](const prune::PruneResult& r) {
+    return 1.0 - static_cast<double>(r.encoder_weights_after) / static_cast<double>(r.encoder_weights_before);
+  };
+  auto none = run(0), mid = run(50), hard = run(5000);
+  EXPECT_LT(sparsity(none), 0.02);
+  EXPECT_GT(sparsity(mid), sparsity(none));
+  EXPECT_GT(sparsity(hard), sparsity(mid));
+  EXPECT_GT(sparsity(hard), 0.5);
+  // The result's weights are zero exactly where its masks are, and the matrices differ in sparsity.
+  std::set<int64_t> kept;
+  for (auto& [name, w] : prune::encoder_weights(mid.model)) {
+    const auto& mask = mid.masks.weights.at(name);
+    EXPECT_TRUE(torch::equal(w.ne(0), mask.ne(0))) << name;
+    kept.insert(mask.sum().item<int64_t>());
+  }
+  EXPECT_GT(kept.size(), 1u);
+}
+
 TEST(Prune, IterativeL1AndStructuredCubic) {
   auto m = ct::tiny_bert(9);
   auto data = ct::tiny_sst2(32, 10);
@@ -311,6 +345,14 @@ TEST(Prune, OptionErrorsNameTheField) {
   EXPECT_NE(ct::error_of([] {
               prune::PruneOptions().with_criterion(Criterion::Entropy).validate();
             }).find("entropy"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] {
+              prune::PruneOptions()
+                  .with_criterion(Criterion::SoftMovement)
+                  .with_schedule(Schedule::Cubic)
+                  .with_granularity(Granularity::Heads)
+                  .validate();
+            }).find("granularity unstructured"),
             std::string::npos);
   EXPECT_NE(ct::error_of([] { prune::PruneOptions().with_sparsity(1.0).validate(); }).find("sparsity"),
             std::string::npos);

@@ -18,7 +18,8 @@ struct PruneArgs {
   TrainFlags train;
   int threads = 0;
   std::string criterion, granularity, schedule, nm, layer_select;
-  double sparsity = 0.5, regularization = 0, layerdrop = 0, alpha = 0.5, temperature = 2.0;
+  double sparsity = 0.5, regularization = 0, layerdrop = 0, alpha = 0.5, temperature = 2.0, soft_threshold = 0.1,
+         soft_lambda = 400;
   bool global = false, dense = false;
   int64_t depth = 0, steps = 4, update_every = 50, score_batches = 32;
 };
@@ -39,6 +40,8 @@ pipeline::PruneRecipe resolve(const PruneArgs& a, const CLI::App& sub) {
   if (given("--score-batches")) o.score_batches = a.score_batches;
   if (given("--regularization")) o.regularization = a.regularization;
   if (given("--layerdrop")) o.layerdrop = a.layerdrop;
+  if (given("--soft-threshold")) o.soft_threshold = a.soft_threshold;
+  if (given("--soft-lambda")) o.soft_lambda = a.soft_lambda;
   if (given("--alpha")) r.alpha = a.alpha;
   if (given("--temperature")) r.temperature = a.temperature;
   if (given("--nm")) {
@@ -110,6 +113,15 @@ void run(const PruneArgs& a, const CLI::App& sub) {
                    {"train_examples", train_set.examples.size()},
                    {"dev_before", before.metrics}};
   if (o.granularity == prune::Granularity::Layers) m["kept_layers"] = r.masks.keep_layers;
+  if (o.criterion == prune::Criterion::SoftMovement) {
+    // The sparsity soft movement reached is its result; `sparsity` was not a target.
+    m.erase("target_sparsity");
+    m["soft_threshold"] = o.soft_threshold;
+    m["soft_lambda"] = o.soft_lambda;
+    nlohmann::json per;
+    for (const auto& [name, mask] : r.masks.weights) per[name] = 1.0 - mask.to(torch::kDouble).mean().item<double>();
+    m["matrix_sparsity"] = per;
+  }
   m["saves"] = unstructured ? "storage only: zeros stored as a bitmap plus values; dense kernels, so latency is unchanged"
                             : "parameters, storage and compute: heads, neurons or layers removed";
   if (unstructured && !a.dense) {
@@ -141,7 +153,7 @@ void add_prune(CLI::App& app) {
   sub->add_option("--out", a->out, "Output folder")->required();
   sub->add_option("--recipe", a->recipe, "YAML recipe (recipes/prune/*.yaml); flags override it");
   a->task.add_to(*sub);
-  sub->add_option("--criterion", a->criterion, "magnitude, taylor, movement, l1, l2 or entropy (default magnitude)");
+  sub->add_option("--criterion", a->criterion, "magnitude, taylor, movement, soft-movement, l1, l2 or entropy (default magnitude)");
   sub->add_option("--granularity", a->granularity,
                   "unstructured, nm, heads, neurons, heads+neurons or layers (default unstructured)");
   sub->add_option("--sparsity", a->sparsity, "Fraction removed (see docs/cli.md for what it counts; default 0.5)");
@@ -155,6 +167,9 @@ void add_prune(CLI::App& app) {
   sub->add_option("--score-batches", a->score_batches, "Batches for taylor/entropy/layer scores (default 32)");
   sub->add_option("--regularization", a->regularization, "l1/l2: penalty weight on the summed encoder weights");
   sub->add_option("--layerdrop", a->layerdrop, "LayerDrop probability while fine-tuning (default 0)");
+  sub->add_option("--soft-threshold", a->soft_threshold, "soft-movement: final threshold on sigmoid(S) (default 0.1)");
+  sub->add_option("--soft-lambda", a->soft_lambda,
+                  "soft-movement: final weight of the mean sigmoid(S) penalty; larger prunes more (default 400)");
   sub->add_option("--teacher", a->teacher, "Fine-tune with Hinton KD from this (unpruned) model");
   sub->add_option("--alpha", a->alpha, "With --teacher: weight of the soft loss (default 0.5)");
   sub->add_option("--temperature", a->temperature, "With --teacher: temperature (default 2)");

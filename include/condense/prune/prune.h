@@ -11,6 +11,11 @@
 /// - movement: scores S trained with ∂L/∂S = g·w while fine-tuning (Sanh et al. 2020, hard
 ///   movement: top-k of S through a straight-through mask, so pruned weights may come back; S
 ///   updated by Adam at the paper's score learning rate 1e-2); needs the cubic schedule.
+/// - soft-movement: Sanh et al. 2020's soft variant: the same scores, the mask σ(S) > τ with τ
+///   rising on the cubic schedule to `soft_threshold`, and a regulariser λ·mean σ(S) (λ rising to
+///   `soft_lambda` with τ) that pulls every score down until the task's gradient holds it up. The
+///   sparsity reached follows from λ and the length of the run, not from `sparsity`, and may differ
+///   per matrix. Unstructured only.
 /// - l1 / l2: fine-tune with λ‖w‖₁ or λ‖w‖² on the encoder weights, then rank by magnitude.
 /// - entropy: entropy of a unit's activation histogram over data (Luo & Wu 2017): a unit whose
 ///   output barely varies carries little information. Heads and neurons only.
@@ -39,7 +44,7 @@
 
 namespace condense::prune {
 
-enum class Criterion { Magnitude, Taylor, Movement, L1, L2, Entropy };
+enum class Criterion { Magnitude, Taylor, Movement, SoftMovement, L1, L2, Entropy };
 enum class Granularity { Unstructured, NM, Heads, Neurons, HeadsNeurons, Layers };
 enum class Schedule { OneShot, Iterative, Cubic };
 
@@ -80,6 +85,10 @@ struct PruneOptions {
   int64_t steps = 4;          ///< iterative: pruning steps, each followed by train.epochs of fine-tuning
   int64_t update_every = 50;  ///< cubic: optimizer steps between mask updates
   double regularization = 1e-4;  ///< λ of the l1 / l2 criteria
+  /// soft-movement: final threshold on σ(S) and final λ of mean σ(S) (the paper's scripts: 0.1, and
+  /// λ of a few hundred with distillation; a larger λ prunes more).
+  double soft_threshold = 0.1;
+  double soft_lambda = 400;
   int64_t score_batches = 32;    ///< batches used to estimate taylor / entropy / layer scores
   /// Fine-tuning (epochs = 0: prune without fine-tuning; cubic and movement need some).
   train::TrainOptions train = train::TrainOptions().with_epochs(1).with_learning_rate(3e-5);
@@ -96,6 +105,8 @@ struct PruneOptions {
   PruneOptions& with_steps(int64_t v) { steps = v; return *this; }
   PruneOptions& with_update_every(int64_t v) { update_every = v; return *this; }
   PruneOptions& with_regularization(double v) { regularization = v; return *this; }
+  PruneOptions& with_soft_threshold(double v) { soft_threshold = v; return *this; }
+  PruneOptions& with_soft_lambda(double v) { soft_lambda = v; return *this; }
   PruneOptions& with_score_batches(int64_t v) { score_batches = v; return *this; }
   PruneOptions& with_train(train::TrainOptions v) { train = std::move(v); return *this; }
   PruneOptions& with_layerdrop(double v) { layerdrop = v; return *this; }
