@@ -25,7 +25,7 @@ esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
   multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312
-  vocab5k-nokd-3 vocab5k-kd-3"
+  vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -106,6 +106,14 @@ for seed in $SEEDS; do
                        --epochs "$S_EPOCHS" --alpha 0 ;;
       vocab5k-kd-3)  run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --student-vocab 5000 \
                        --epochs "$S_EPOCHS" ;;
+      # DualTrain + SharedProjUp (Zhao et al. 2021) at two widths, and the same narrow students with
+      # the same vocabulary, epochs and learning rate trained by prediction KD alone.
+      dualtrain-3x192|dualtrain-3x96)
+                     run "$d/$row" "${s[@]}" --recipe "recipes/$row.yaml" --student-vocab 5000 ;;
+      vocab5k-kd-3x192|vocab5k-kd-3x96)
+                     h="${row#vocab5k-kd-3x}"
+                     run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --student-vocab 5000 --hidden "$h" \
+                       --heads $((h / 32)) --intermediate $((h * 4)) --init scratch --epochs 6 --lr 2e-4 ;;
       # TinyBERT's two stages: general distillation from the pre-trained model on WikiText-2
       # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
       tinybert-gd-4x312)

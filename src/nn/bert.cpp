@@ -248,12 +248,17 @@ BertEmbeddingsImpl::BertEmbeddingsImpl(const BertConfig& c) {
 
 torch::Tensor BertEmbeddingsImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                                           const torch::Tensor& token_mask) {
-  const int64_t seq = input_ids.size(1);
-  CONDENSE_CHECK(seq <= position_embeddings->weight.size(0),
-                 "sequence length {} exceeds max_position_embeddings {}", seq, position_embeddings->weight.size(0));
-  auto positions = torch::arange(seq, input_ids.options()).unsqueeze(0);
   auto words = word_embeddings(input_ids);
   if (word_projection) words = word_projection(words);
+  return forward_words(words, token_type_ids, token_mask);
+}
+
+torch::Tensor BertEmbeddingsImpl::forward_words(const torch::Tensor& words, const torch::Tensor& token_type_ids,
+                                                const torch::Tensor& token_mask) {
+  const int64_t seq = words.size(1);
+  CONDENSE_CHECK(seq <= position_embeddings->weight.size(0),
+                 "sequence length {} exceeds max_position_embeddings {}", seq, position_embeddings->weight.size(0));
+  auto positions = torch::arange(seq, token_type_ids.options()).unsqueeze(0);
   auto x = words + position_embeddings(positions) + token_type_embeddings(token_type_ids);
   return dropout(LayerNorm(x, token_mask));
 }
@@ -439,10 +444,16 @@ int64_t BertClassifierImpl::num_parameters() const {
 BertOutput BertClassifierImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                                        const torch::Tensor& attention_mask, ForwardOptions options) {
   CONDENSE_CHECK(input_ids.dim() == 2, "input_ids must be [batch, seq], found {} dims", input_ids.dim());
-  BertOutput out;
   // Only batchnorm reads the token mask; the others get an undefined tensor and skip the work.
   const torch::Tensor token_mask = config_.norm == NormKind::BatchNorm ? attention_mask : torch::Tensor();
-  auto x = bert->embeddings(input_ids, token_type_ids, token_mask);
+  return forward_embedded(bert->embeddings(input_ids, token_type_ids, token_mask), attention_mask, options);
+}
+
+BertOutput BertClassifierImpl::forward_embedded(const torch::Tensor& embedded, const torch::Tensor& attention_mask,
+                                                ForwardOptions options) {
+  BertOutput out;
+  const torch::Tensor token_mask = config_.norm == NormKind::BatchNorm ? attention_mask : torch::Tensor();
+  auto x = embedded;
   // Padding keys get the most negative float so that softmax gives them zero weight, as in HF.
   auto additive_mask = (1.0 - attention_mask.to(x.dtype()).unsqueeze(1).unsqueeze(2)) *
                        std::numeric_limits<float>::lowest();

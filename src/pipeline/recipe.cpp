@@ -289,7 +289,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
   Reader r{path.string()};
   Recipe out;
   if (!root || root.IsNull()) return out;
-  r.only_keys(root, "", {"task", "student", "distill", "train", "stages", "augment", "name", "description"});
+  r.only_keys(root, "", {"task", "student", "distill", "train", "stages", "augment", "dualtrain", "name", "description"});
   if (root["task"]) {
     std::string task;
     r.get(root, "", "task", task);
@@ -334,6 +334,20 @@ Recipe load_recipe(const std::filesystem::path& path) {
     }
     r.get(s, "student", "kernel_sizes", out.student.kernel_sizes);
     r.get(s, "student", "dropout", out.student.dropout);
+  }
+  if (auto d = root["dualtrain"]) {
+    r.only_keys(d, "dualtrain", {"mix_prob", "dual_weight", "shared_proj", "proj_weight"});
+    distill::DualTrainOptions o;
+    r.get(d, "dualtrain", "mix_prob", o.mixed.mix_prob);
+    r.get(d, "dualtrain", "dual_weight", o.dual_weight);
+    r.get(d, "dualtrain", "shared_proj", o.shared_proj);
+    r.get(d, "dualtrain", "proj_weight", o.proj_weight);
+    try {
+      o.validate();
+    } catch (const Error& e) {
+      fail("{}: {}", path.string(), e.what());
+    }
+    out.dualtrain = o;
   }
   if (auto a = root["augment"]) {
     r.only_keys(a, "augment", {"method", "per_example", "replace_prob", "neighbours"});

@@ -578,6 +578,28 @@ std::vector<std::string> WordPieceTokenizer::tokenize(std::string_view text) con
   return out;
 }
 
+void truncate_longest_first(std::vector<int64_t>& a, std::vector<int64_t>* b, std::size_t budget) {
+  if (b == nullptr) {
+    if (a.size() > budget) a.resize(budget);
+    return;
+  }
+  if (a.size() + b->size() <= budget) return;
+  // tokenizers' LongestFirst: with n1 the shorter length, the shorter keeps all of itself if that
+  // leaves the longer at least as much; otherwise both get half and the longer (b on a tie) gets
+  // the odd token.
+  std::size_t n1 = a.size(), n2 = b->size();
+  const bool swapped = n1 > n2;
+  if (swapped) std::swap(n1, n2);
+  n2 = n1 > budget ? n1 : std::max(n1, budget - n1);
+  if (n1 + n2 > budget) {
+    n1 = budget / 2;
+    n2 = n1 + budget % 2;
+  }
+  if (swapped) std::swap(n1, n2);
+  a.resize(std::min(a.size(), n1));
+  b->resize(std::min(b->size(), n2));
+}
+
 Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::string_view> b, int max_length) const {
   const int specials = b ? 3 : 2;
   CONDENSE_CHECK(max_length >= specials, "{}: max_length {} cannot hold the {} special tokens of a {}", origin_, max_length,
@@ -586,25 +608,7 @@ Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::strin
   std::vector<int64_t> ta, tb;
   tokenize_into(a, ta, s);
   if (b) tokenize_into(*b, tb, s);
-  const std::size_t budget = static_cast<std::size_t>(max_length - specials);
-  if (!b) {
-    if (ta.size() > budget) ta.resize(budget);
-  } else if (ta.size() + tb.size() > budget) {
-    // tokenizers' LongestFirst: with n1 the shorter length, the shorter keeps all of itself if
-    // that leaves the longer at least as much; otherwise both get half and the longer (b on a
-    // tie) gets the odd token.
-    std::size_t n1 = ta.size(), n2 = tb.size();
-    const bool swapped = n1 > n2;
-    if (swapped) std::swap(n1, n2);
-    n2 = n1 > budget ? n1 : std::max(n1, budget - n1);
-    if (n1 + n2 > budget) {
-      n1 = budget / 2;
-      n2 = n1 + budget % 2;
-    }
-    if (swapped) std::swap(n1, n2);
-    ta.resize(std::min(ta.size(), n1));
-    tb.resize(std::min(tb.size(), n2));
-  }
+  truncate_longest_first(ta, b ? &tb : nullptr, static_cast<std::size_t>(max_length - specials));
   Encoding e;
   e.input_ids.reserve(ta.size() + tb.size() + static_cast<std::size_t>(specials));
   e.input_ids.push_back(cls_id_);

@@ -12,11 +12,13 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "condense/core/error.h"
+#include "condense/core/file.h"
 #include "condense/data/glue.h"
 #include "condense/nn/bert.h"
 #include "condense/pipeline/recipe.h"
@@ -1082,3 +1084,167 @@ TEST(DistillLayers, TemperatureAndAlphaSchedules) {
 }  // namespace layers
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// DualTrain + SharedProj (Zhao et al. 2021)
+
+namespace {
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+std::vector<std::string> dual_teacher_vocab() {
+  return {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "##s", "movie", "great", "."};
+}
+std::vector<std::string> dual_student_vocab() {
+  return {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "films", "mo", "##vie", "."};
+}
+}  // namespace
+
+// Words keep their text whichever vocabulary segments them; a word the student cannot spell
+// ("bad", "great") stays the teacher's; mix_prob 0 is the teacher's own encoding.
+TEST(DualTrain, MixedVocabularyEncoding) {
+  condense::text::WordPieceTokenizer ttok(dual_teacher_vocab(), condense::text::TokenizerOptions());
+  condense::text::WordPieceTokenizer stok(dual_student_vocab(), condense::text::TokenizerOptions());
+  data::Dataset d{data::Task::MRPC, "x", {{"good films movie", std::string("bad great ."), 1, 0}}};
+  const int64_t V = ttok.vocab_size();
+  auto none = distill::encode_mixed_vocab(d, ttok, stok, distill::MixedVocabOptions().with_mix_prob(0));
+  auto plain = train::encode(d, ttok, 128);
+  EXPECT_EQ(none.input_ids, plain.input_ids);
+  EXPECT_EQ(none.token_type_ids, plain.token_type_ids);
+  auto all = distill::encode_mixed_vocab(d, ttok, stok, distill::MixedVocabOptions().with_mix_prob(1));
+  // [CLS] good(s) films(s) mo ##vie(s) [SEP] bad(t) great(t) .(s) [SEP]
+  const std::vector<int64_t> want{2, V + 5, V + 6, V + 7, V + 8, 3, 6, 10, V + 9, 3};
+  EXPECT_EQ(all.input_ids[0], want);
+  EXPECT_EQ(all.token_type_ids[0], (std::vector<int64_t>{0, 0, 0, 0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(all.labels, plain.labels);
+  // Truncation is longest-first, as the tokenizer's.
+  auto cut = distill::encode_mixed_vocab(d, ttok, stok, distill::MixedVocabOptions().with_mix_prob(1).with_max_length(7));
+  EXPECT_EQ(cut.input_ids[0], (std::vector<int64_t>{2, V + 5, V + 6, 3, 6, 10, 3}));
+  // A draw per word: with 0.5 some words of a long text go each way, the same for the same seed.
+  data::Dataset many{data::Task::SST2, "x", {{"good good good good good good good good good good", std::nullopt, 1, 0}}};
+  auto half = distill::encode_mixed_vocab(many, ttok, stok, distill::MixedVocabOptions().with_mix_prob(0.5).with_seed(3));
+  int students = 0;
+  for (auto id : half.input_ids[0]) students += id >= V;
+  EXPECT_GT(students, 0);
+  EXPECT_LT(students, 10);
+  EXPECT_EQ(half.input_ids, distill::encode_mixed_vocab(many, ttok, stok, distill::MixedVocabOptions().with_mix_prob(0.5).with_seed(3)).input_ids);
+}
+
+// The teacher reading student pieces: with the student's embedding rows equal to the teacher's
+// for the same tokens and an identity projection, mixed input gives the teacher's own logits.
+TEST(DualTrain, MixedLogitsEqualTeacherWhenEmbeddingsAgree) {
+  auto teacher = tiny_model(2, 4);
+  auto student = tiny_model(1, 5);
+  teacher->eval();
+  student->eval();
+  {
+    torch::NoGradGuard g;
+    student->bert->embeddings->word_embeddings->weight.copy_(teacher->bert->embeddings->word_embeddings->weight);
+  }
+  distill::SharedProjection proj(32, 32, 64, 64, true, 1);
+  EXPECT_TRUE(torch::equal(proj->hidden, torch::eye(32)));
+  auto ids = torch::tensor({2, 7, 9, 11, 3}, torch::kInt64).unsqueeze(0);
+  auto mixed = torch::tensor({2, 64 + 7, 9, 64 + 11, 3}, torch::kInt64).unsqueeze(0);
+  auto types = torch::zeros_like(ids), mask = torch::ones_like(ids);
+  torch::NoGradGuard g;
+  auto want = teacher->forward(ids, types, mask).logits;
+  auto got = distill::mixed_vocab_logits(teacher, student, proj, mixed, types, mask);
+  EXPECT_LT(max_abs_diff(want, got), 1e-5);
+  // Another student row changes the teacher's output: the gradient reaches the student's table.
+  student->bert->embeddings->word_embeddings->weight[7].add_(torch::arange(32, torch::kFloat) / 8);
+  EXPECT_GT(max_abs_diff(want, distill::mixed_vocab_logits(teacher, student, proj, mixed, types, mask)), 1e-4);
+}
+
+// SharedProjUp: a teacher whose layers are exactly P·W·Qᵀ of the student's costs nothing; moving
+// one teacher entry by d costs d² / numel of that tensor (one pair). SharedProjDown likewise.
+TEST(DualTrain, SharedProjectionLossHandValues) {
+  auto s_cfg = tiny_config(1);
+  s_cfg.hidden_size = 16;
+  s_cfg.intermediate_size = 24;
+  torch::manual_seed(6);
+  BertClassifier student(s_cfg);
+  auto teacher = tiny_model(1, 7);  // hidden 32, FFN 64
+  distill::SharedProjection up(16, 32, 24, 64, true, 8);
+  EXPECT_EQ(up->hidden.sizes(), (std::vector<int64_t>{32, 16}));
+  // Orthonormal columns: PᵀP = I.
+  EXPECT_LT(max_abs_diff(up->hidden.t().matmul(up->hidden), torch::eye(16)), 1e-5);
+  const std::vector<distill::LayerPair> pairs{{1, 1}};
+  {
+    torch::NoGradGuard g;
+    auto sp = student->named_parameters();
+    for (auto& p : teacher->named_parameters()) {
+      const std::string pre = "bert.encoder.layer.0.";
+      if (p.key().rfind(pre, 0) != 0) continue;
+      const std::string rest = p.key().substr(pre.size());
+      const auto& po = rest.rfind("intermediate.dense.", 0) == 0 ? up->ffn : up->hidden;
+      const auto& pi = rest == "output.dense.weight" ? up->ffn : up->hidden;
+      auto w = sp[p.key()];
+      p.value().copy_(w.dim() == 2 ? po.matmul(w).matmul(pi.t()) : po.matmul(w));
+    }
+  }
+  EXPECT_LT(val(distill::shared_projection_loss(student, teacher, pairs, up)), 1e-10);
+  auto twin = tiny_model(1, 12);
+  {
+    torch::NoGradGuard g;
+    auto tp = teacher->named_parameters();
+    for (auto& p : twin->named_parameters()) p.value().copy_(tp[p.key()]);
+    teacher->layer(0)->attention->self->query->weight[3][5].add_(0.5);  // [32, 32]
+  }
+  const double q2 = val(teacher->layer(0)->attention->self->query->weight.pow(2).sum()) + 1e-4 * 32 * 32;
+  EXPECT_NEAR(val(distill::shared_projection_loss(student, teacher, pairs, up)), 0.25 / q2, 1e-6);
+  // Down with same-width (identity) projections: ‖W_s − W_t‖² / ‖W_t‖², here the one entry.
+  distill::SharedProjection down(32, 32, 64, 64, false, 9);
+  EXPECT_NEAR(val(distill::shared_projection_loss(twin, teacher, pairs, down)), 0.25 / q2, 1e-6);
+}
+
+// A run: the student learns, the projection moves, the teacher's weights and their autograd flags
+// come back unchanged; bad options name their field.
+TEST(DualTrain, TrainsStudentAndKeepsTeacher) {
+  condense::text::WordPieceTokenizer ttok(dual_teacher_vocab(), condense::text::TokenizerOptions());
+  condense::text::WordPieceTokenizer stok(dual_student_vocab(), condense::text::TokenizerOptions());
+  data::Dataset d{data::Task::SST2, "x", {}};
+  const char* words[] = {"good", "bad", "film", "films", "movie", "great", "."};
+  std::mt19937 rng(1);
+  for (int i = 0; i < 48; ++i) {
+    std::string t;
+    for (int k = 0; k < 5; ++k) t += std::string(k ? " " : "") + words[rng() % 7];
+    d.examples.push_back({t, std::nullopt, static_cast<int64_t>(t.find("good") != std::string::npos), 0});
+  }
+  auto teacher = tiny_model(2, 10, ttok.vocab_size());
+  auto s_cfg = tiny_config(1, stok.vocab_size());
+  s_cfg.hidden_size = 16;
+  s_cfg.intermediate_size = 24;
+  torch::manual_seed(11);
+  BertClassifier student(s_cfg);
+  auto enc_t = train::encode(d, ttok, 32);
+  auto enc_s = train::encode(d, stok, 32);
+  auto mixed = distill::encode_mixed_vocab(d, ttok, stok, distill::MixedVocabOptions().with_max_length(32));
+  auto logits = train::predict_logits(teacher, enc_t);
+  const auto teacher_q = teacher->layer(0)->attention->self->query->weight.clone();
+  const auto emb_before = student->bert->embeddings->word_embeddings->weight.clone();
+  std::vector<double> losses;
+  auto o = DistillOptions().with_alpha(0.5).with_train(TrainOptions().with_epochs(3).with_batch_size(8).with_learning_rate(1e-3));
+  o.train.on_progress = [&](const train::Progress& p) { losses.push_back(p.loss); };
+  auto dual = distill::DualTrainOptions().with_shared_proj("up");
+  auto r = distill::dual_train(student, teacher, enc_s, mixed, o, dual, logits);
+  EXPECT_EQ(r.steps, 18);
+  EXPECT_TRUE(torch::equal(teacher_q, teacher->layer(0)->attention->self->query->weight));
+  for (auto& p : teacher->parameters()) EXPECT_TRUE(p.requires_grad());
+  EXPECT_FALSE(torch::equal(emb_before, student->bert->embeddings->word_embeddings->weight));
+  EXPECT_LT(losses.back(), losses.front());
+  EXPECT_HAS(error_of([&] { distill::dual_train(student, teacher, enc_s, mixed, o, distill::DualTrainOptions().with_shared_proj("sideways"), logits); }),
+             "'shared_proj'");
+  auto short_mixed = mixed;
+  short_mixed.input_ids.pop_back();
+  short_mixed.token_type_ids.pop_back();
+  EXPECT_HAS(error_of([&] { distill::dual_train(student, teacher, enc_s, short_mixed, o, dual, logits); }), "mixed-vocabulary");
+  const auto dir = ct::scratch_dir("dualtrain_recipe");
+  condense::write_file_atomic(dir / "r.yaml", "dualtrain: {mix_prob: 0.5, shared_proj: diagonal}\n");
+  EXPECT_HAS(error_of([&] { pipeline::load_recipe(dir / "r.yaml"); }), "shared_proj");
+  condense::write_file_atomic(dir / "k.yaml", "dualtrain: {mix_prob: 0.5, shared: up}\n");
+  EXPECT_HAS(error_of([&] { pipeline::load_recipe(dir / "k.yaml"); }), "shared");
+  condense::write_file_atomic(dir / "ok.yaml", "dualtrain: {mix_prob: 0.3, shared_proj: down, proj_weight: 2}\n");
+  auto rec = pipeline::load_recipe(dir / "ok.yaml");
+  ASSERT_TRUE(rec.dualtrain.has_value());
+  EXPECT_EQ(rec.dualtrain->shared_proj, "down");
+  EXPECT_DOUBLE_EQ(rec.dualtrain->mixed.mix_prob, 0.3);
+  EXPECT_DOUBLE_EQ(rec.dualtrain->proj_weight, 2);
+}

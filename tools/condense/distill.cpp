@@ -166,6 +166,10 @@ void run(DistillArgs a, const CLI::App& sub) {
     }
     r.student.vocab_size = student_tok->vocab_size();
   }
+  CONDENSE_CHECK(!r.dualtrain || (student_tok && stages.size() == 1),
+                 "{}: 'dualtrain' mixes the teacher's and the student's vocabularies, so it needs --student-vocab and "
+                 "a single stage",
+                 a.recipe);
   // One of the two holds the student: a smaller BERT, or a BiLSTM/CNN (cross-architecture).
   nn::BertClassifier student{nullptr};
   nn::TextNetClassifier text{nullptr};
@@ -240,6 +244,12 @@ void run(DistillArgs a, const CLI::App& sub) {
   auto enc_student = student_tok ? train::encode(train_set, stok, r.max_length) : train::EncodedDataset{};
   const auto& enc_train_student = student_tok ? enc_student : enc_train;
   auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, stok, r.max_length);
+  // DualTrain: the teacher's view with words drawn from both vocabularies (fixed for the seed).
+  auto enc_mixed = r.dualtrain ? distill::encode_mixed_vocab(train_set, tokenizer, *student_tok,
+                                                             distill::MixedVocabOptions(r.dualtrain->mixed)
+                                                                 .with_seed(first.train.seed)
+                                                                 .with_max_length(r.max_length))
+                               : train::EncodedDataset{};
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
   // needs its logits alone (alpha 0 needs none; with layer losses the teacher runs on every batch).
   torch::Tensor teacher_logits;
@@ -248,7 +258,8 @@ void run(DistillArgs a, const CLI::App& sub) {
   train::TrainResult tr;
   for (const auto& st : stages) {
     const auto& o = st.distill;
-    if (o.cache_teacher && o.uses_soft_targets() && o.layer_losses.empty() && !teacher_logits.defined()) {
+    if (((o.cache_teacher && o.uses_soft_targets()) || r.dualtrain) && o.layer_losses.empty() &&
+        !teacher_logits.defined()) {
       const auto t0 = std::chrono::steady_clock::now();
       teacher_logits = train::predict_logits(teacher, enc_train);
       if (!a.extra_teachers.empty()) {
@@ -264,8 +275,12 @@ void run(DistillArgs a, const CLI::App& sub) {
       }
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
-    tr = text_student ? distill::distill(text, teacher, enc_train, o, teacher_logits)
-                      : distill::distill(student, teacher, enc_train_student, o, teacher_logits, mlm ? &*mlm : nullptr);
+    if (r.dualtrain) {
+      tr = distill::dual_train(student, teacher, enc_train_student, enc_mixed, o, *r.dualtrain, teacher_logits);
+    } else {
+      tr = text_student ? distill::distill(text, teacher, enc_train, o, teacher_logits)
+                        : distill::distill(student, teacher, enc_train_student, o, teacher_logits, mlm ? &*mlm : nullptr);
+    }
     if (o.train.resume && tr.resumed_from == 0) {
       fmt::print(stderr, "note: no training state in {}; trained from the start\n", o.train.state_dir.string());
     }
@@ -350,6 +365,12 @@ void run(DistillArgs a, const CLI::App& sub) {
     // The student's own vocab.txt, with the teacher's normalisation settings (tokenizer.json
     // would carry the teacher's vocabulary, so it is not copied).
     summary["student_vocab_size"] = student_tok->vocab_size();
+    if (r.dualtrain) {
+      summary["dualtrain"] = {{"mix_prob", r.dualtrain->mixed.mix_prob},
+                              {"dual_weight", r.dualtrain->dual_weight},
+                              {"shared_proj", r.dualtrain->shared_proj},
+                              {"proj_weight", r.dualtrain->proj_weight}};
+    }
     files["metrics.json"] = summary.dump(2) + "\n";
     tokenizer_files.clear();
     std::string vocab;

@@ -361,4 +361,86 @@ train::TrainResult distill(nn::TextNetClassifier& student, nn::BertClassifier& t
                            const train::EncodedDataset& train_set, const DistillOptions& options,
                            torch::Tensor teacher_logits = {});
 
+// ---- DualTrain + SharedProj ---------------------------------------------------------------------
+//
+// Zhao et al. 2021 ("Extremely Small BERT Models from Mixed-Vocabulary Training") shrink a BERT
+// through its vocabulary and width: the student has its own small WordPiece vocabulary and a
+// narrow hidden size. Two devices carry the teacher's knowledge across the mismatch:
+// - dual training: the teacher reads mixed-vocabulary input, each word segmented with the
+//   student's vocabulary or its own, the student-vocabulary pieces embedded with the student's
+//   (projected) word embeddings — so those embeddings are trained inside the teacher, in its
+//   space;
+// - shared projections: the student's layer weights are aligned with the teacher's through
+//   projection matrices shared by all layers, lifting the student up (SharedProjUp) or taking
+//   the teacher down (SharedProjDown).
+// Zhao et al. apply both while distilling with masked-LM pre-training; condense applies them to
+// task distillation from a fine-tuned classifier: the teacher (frozen) must give, on the mixed
+// input, the logits it gives on its own segmentation (soft targets at the run's temperature).
+
+/// A teacher-side view of a dataset in which some words are segmented with the student's
+/// vocabulary: ids ≥ teacher_vocab_size are student pieces (id − teacher_vocab_size).
+struct MixedVocabOptions {
+  double mix_prob = 0.5;  ///< chance that a word is segmented with the student's vocabulary
+  uint64_t seed = 42;
+  int max_length = 128;
+  MixedVocabOptions& with_mix_prob(double v) { mix_prob = v; return *this; }
+  MixedVocabOptions& with_seed(uint64_t v) { seed = v; return *this; }
+  MixedVocabOptions& with_max_length(int v) { max_length = v; return *this; }
+};
+
+/// Encodes every example for the teacher with words drawn per word (deterministic for the seed)
+/// from either segmentation. Words are the teacher's: a piece without "##" starts one; a word the
+/// teacher sees as [UNK], or that the student's vocabulary cannot spell, stays the teacher's.
+/// Specials are the teacher's; truncation is longest-first as in WordPieceTokenizer::encode.
+train::EncodedDataset encode_mixed_vocab(const data::Dataset& d, const text::WordPieceTokenizer& teacher_tokenizer,
+                                         const text::WordPieceTokenizer& student_tokenizer,
+                                         const MixedVocabOptions& options);
+
+struct DualTrainOptions {
+  double dual_weight = 1.0;         ///< weight of the mixed-input term (0 = no dual training)
+  std::string shared_proj = "up";   ///< up, down or none
+  double proj_weight = 1.0;         ///< weight of the weight-alignment term
+  MixedVocabOptions mixed;
+  DualTrainOptions& with_dual_weight(double v) { dual_weight = v; return *this; }
+  DualTrainOptions& with_shared_proj(std::string v) { shared_proj = std::move(v); return *this; }
+  DualTrainOptions& with_proj_weight(double v) { proj_weight = v; return *this; }
+  DualTrainOptions& with_mixed(MixedVocabOptions v) { mixed = std::move(v); return *this; }
+  /// Throws naming the field (dualtrain.shared_proj, dualtrain.dual_weight, ...).
+  void validate() const;
+};
+
+/// The shared projections: `hidden` maps the student's hidden width to the teacher's (up: [H_t,
+/// H_s]; down: [H_s, H_t]) and `ffn` the FFN widths; one pair for every layer.
+class SharedProjectionImpl : public torch::nn::Module {
+ public:
+  SharedProjectionImpl(int64_t student_hidden, int64_t teacher_hidden, int64_t student_ffn, int64_t teacher_ffn,
+                       bool up, uint64_t seed);
+  torch::Tensor hidden, ffn;
+  bool up = true;
+};
+TORCH_MODULE(SharedProjection);
+
+/// Σ over the mapped layer pairs and each layer's linear weights, biases and LayerNorms of the
+/// relative squared difference after projection — up: ‖P W_s Qᵀ − W_t‖² / ‖W_t‖² (P, Q the
+/// projections of the weight's output and input widths), down: ‖W_s − P W_t Qᵀ‖² / ‖P W_t Qᵀ‖² —
+/// averaged over the pairs (each denominator plus 1e-4 per entry).
+torch::Tensor shared_projection_loss(nn::BertClassifier& student, nn::BertClassifier& teacher,
+                                     const std::vector<LayerPair>& pairs, SharedProjection& proj);
+
+/// The teacher's logits on mixed-vocabulary ids (see encode_mixed_vocab): student pieces are
+/// embedded with the student's word embeddings, taken to the teacher's width by `proj` (up: P·e;
+/// down: Pᵀ·e).
+torch::Tensor mixed_vocab_logits(nn::BertClassifier& teacher, nn::BertClassifier& student, SharedProjection& proj,
+                                 const torch::Tensor& mixed_ids, const torch::Tensor& token_type_ids,
+                                 const torch::Tensor& attention_mask);
+
+/// Distils with prediction-layer KD from the cached teacher logits (options.alpha, temperature) on
+/// the student's own segmentation `train_set`, plus dual_weight × soft-target loss of the teacher's
+/// logits on `mixed` (same examples, same order) against the cache, plus proj_weight × the shared
+/// projection loss over options.layer_map. The teacher's weights stay fixed.
+train::TrainResult dual_train(nn::BertClassifier& student, nn::BertClassifier& teacher,
+                              const train::EncodedDataset& train_set, const train::EncodedDataset& mixed,
+                              const DistillOptions& options, const DualTrainOptions& dual,
+                              const torch::Tensor& teacher_logits);
+
 }  // namespace condense::distill

@@ -130,6 +130,9 @@ class BertEmbeddingsImpl : public torch::nn::Module {
   /// token_mask ([batch, seq], 1 = token) is read only by batchnorm.
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                         const torch::Tensor& token_mask = {});
+  /// The same from word vectors [batch, seq, width] already looked up (and projected).
+  torch::Tensor forward_words(const torch::Tensor& words, const torch::Tensor& token_type_ids,
+                              const torch::Tensor& token_mask = {});
   torch::nn::Embedding word_embeddings{nullptr}, position_embeddings{nullptr}, token_type_embeddings{nullptr};
   torch::nn::Linear word_projection{nullptr};  ///< only with embedding_size > 0
   Norm LayerNorm{nullptr};
@@ -259,6 +262,10 @@ class BertClassifierImpl : public torch::nn::Module {
   /// input_ids, token_type_ids, attention_mask: int64 [batch, seq]; mask 1 = token, 0 = padding.
   BertOutput forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                      const torch::Tensor& attention_mask, ForwardOptions options = {});
+  /// forward() from the embedding layer's output [batch, seq, hidden] (inputs built by hand, such
+  /// as mixed-vocabulary input in DualTrain).
+  BertOutput forward_embedded(const torch::Tensor& embedded, const torch::Tensor& attention_mask,
+                              ForwardOptions options = {});
   /// Hugging Face's initialisation: normal(0, initializer_range) weights, zero biases, unit LayerNorm.
   void reset_parameters();
   const BertConfig& config() const { return config_; }

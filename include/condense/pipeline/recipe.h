@@ -11,6 +11,7 @@
 /// train:   {epochs: 3, batch_size: 32, learning_rate: 1.0e-4, warmup_ratio: 0.1, weight_decay: 0.01,
 ///           max_grad_norm: 1.0, seed: 42, max_length: 128, train_limit: 0}
 /// augment: {method: tang, per_example: 20}   # optional transfer-set augmentation (tinybert: replace_prob, neighbours)
+/// dualtrain: {mix_prob: 0.5, dual_weight: 1.0, shared_proj: up, proj_weight: 1.0}   # DualTrain + SharedProj
 /// stages:                        # optional; each entry overrides distill/train for one stage
 ///   - {name: intermediate, distill: {prediction_weight: 0, layer_losses: [...]}, train: {epochs: 10}}
 ///   - {name: prediction, distill: {layer_losses: [], alpha: 1.0, temperature: 1.0}}
@@ -52,6 +53,8 @@ struct Recipe {
   /// Empty = one stage with `distill`.
   std::vector<Stage> stages;
   AugmentSpec augment;
+  /// DualTrain + SharedProj (distill.h); needs a student vocabulary of its own (--student-vocab).
+  std::optional<distill::DualTrainOptions> dualtrain;
   int max_length = 128;
   int64_t train_limit = 0;  ///< 0 = the whole training set
 };

@@ -52,6 +52,10 @@ class TokenizerOptions {
 };
 
 /// Model input for one example, before padding.
+/// Truncates a text's ids (b == nullptr) or a pair's to `budget` ids in all, as Hugging Face
+/// tokenizers' LongestFirst strategy does.
+void truncate_longest_first(std::vector<int64_t>& a, std::vector<int64_t>* b, std::size_t budget);
+
 struct Encoding {
   std::vector<int64_t> input_ids;
   /// 0 for [CLS], the first segment and its [SEP]; 1 for the second segment and its [SEP].
