@@ -34,7 +34,10 @@ esac
 # (structured, physically removed), nm-2-4; depth-N (every-other layers kept, no retraining: the
 # LayerDrop comparison, on "teacher-ld" — the teacher fine-tuned with LayerDrop 0.2 — and on the
 # plain teacher); svd-rR / svd-eE (low rank at rank R or energy E %), albert-eE (factorized
-# embeddings), share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets).
+# embeddings), share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets);
+# soft-movement-lL (Sanh et al.'s soft movement at final λ = L: the sparsity is its result); a row
+# ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
+# sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison.
 ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
   magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
   svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8"
@@ -62,7 +65,7 @@ for seed in $SEEDS; do
     [ "$model" = pretrained ] && src="$CONDENSE_TEACHER_DIR"
     for row in $ROWS; do
       [ "$model" = teacher-ld ] && [[ "$row" != depth-* ]] && continue
-      [ "$model" = pretrained ] && [[ "$row" != movement-* && "$row" != magnitude-* && "$row" != taylor-* ]] && continue
+      [ "$model" = pretrained ] && [[ "$row" != movement-* && "$row" != magnitude-* && "$row" != taylor-* && "$row" != soft-* ]] && continue
       out="$d/$model-p/$row"
       kept="$KEEP/$TASK/seed$seed/$model/$row.json"
       [ -f "$kept" ] && continue
@@ -70,14 +73,21 @@ for seed in $SEEDS; do
       # Every row distils from the seed's unpruned teacher (Hinton KD, alpha 0.5, T 2).
       ep="$EPOCHS"; [[ "$row" == depth-* ]] && ep=0  # LayerDrop's claim: any depth without retraining
       [ "$model" = pretrained ] && ep=3
-      p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"
+      lim="$LIMIT"
+      name="$row"
+      if [[ "$row" == *-long ]]; then
+        name="${row%-long}"
+        if [ "$TASK" = sst2 ]; then lim=16000; ep=4; else ep=$((ep * 8)); fi
+      fi
+      p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$lim" --seed "$seed"
          --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep")
       R=recipes/prune
       # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
       # of a BERT layer's linear weights, the FFN 2/3).
-      case "$row" in
+      case "$name" in
         movement-*|magnitude-*|taylor-*)
-          "$CLI" "${p[@]}" --recipe "$R/${row%-*}-90.yaml" --sparsity "0.${row#*-}" ;;
+          "$CLI" "${p[@]}" --recipe "$R/${name%-*}-90.yaml" --sparsity "0.${name#*-}" ;;
+        soft-movement-l*) "$CLI" "${p[@]}" --recipe $R/soft-movement.yaml --soft-lambda "${name#soft-movement-l}" ;;
         heads+neurons-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --sparsity "0.${row#*-}" ;;
         heads-30)   "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity heads --sparsity 0.9 ;;
         neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;

@@ -28,6 +28,10 @@ ROWS = [
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
     ("vocab5k-nokd-3", "own 5k vocabulary, no KD"), ("vocab5k-kd-3", "own 5k vocabulary, Hinton KD"),
+    ("vocab5k-kd-3x192", "own 5k vocabulary, narrow, Hinton KD only"),
+    ("dualtrain-3x192", "DualTrain + SharedProjUp, own 5k vocabulary"),
+    ("vocab5k-kd-3x96", "own 5k vocabulary, narrow, Hinton KD only"),
+    ("dualtrain-3x96", "DualTrain + SharedProjUp, own 5k vocabulary"),
     ("bilstm-nokd", "BiLSTM, no KD (labels only)"), ("bilstm-kd", "BiLSTM, Tang et al. KD (MSE, augmented)"),
     ("cnn-nokd", "TextCNN, no KD (labels only)"), ("cnn-kd", "TextCNN, KD (MSE, augmented)"),
 ]

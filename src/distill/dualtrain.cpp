@@ -119,6 +119,7 @@ torch::Tensor shared_projection_loss(nn::BertClassifier& student, nn::BertClassi
   auto sp = student->named_parameters();
   auto tp = teacher->named_parameters();
   torch::Tensor total = torch::zeros({});
+  int64_t tensors = 0;
   for (const auto& pr : pairs) {
     const std::string sprefix = "bert.encoder.layer." + std::to_string(pr.student - 1) + ".";
     const std::string tprefix = "bert.encoder.layer." + std::to_string(pr.teacher - 1) + ".";
@@ -147,9 +148,10 @@ torch::Tensor shared_projection_loss(nn::BertClassifier& student, nn::BertClassi
       // over entries would leave the alignment's gradient far below the task's); entries of
       // 1e-2 set the floor, so that an all-zero target (a fresh bias) does not blow it up.
       total = total + (pred - target).pow(2).sum() / (target.pow(2).sum() + 1e-4 * static_cast<double>(target.numel()));
+      ++tensors;
     }
   }
-  return pairs.empty() ? total : total / static_cast<double>(pairs.size());
+  return tensors == 0 ? total : total / static_cast<double>(tensors);
 }
 
 torch::Tensor mixed_vocab_logits(nn::BertClassifier& teacher, nn::BertClassifier& student, SharedProjection& proj,

@@ -1188,11 +1188,15 @@ TEST(DualTrain, SharedProjectionLossHandValues) {
     for (auto& p : twin->named_parameters()) p.value().copy_(tp[p.key()]);
     teacher->layer(0)->attention->self->query->weight[3][5].add_(0.5);  // [32, 32]
   }
-  const double q2 = val(teacher->layer(0)->attention->self->query->weight.pow(2).sum()) + 1e-4 * 32 * 32;
-  EXPECT_NEAR(val(distill::shared_projection_loss(student, teacher, pairs, up)), 0.25 / q2, 1e-6);
+  // The mean over the layer's tensors (16: q, k, v, attention output, FFN in and out, two
+  // LayerNorms, each weight and bias) of ‖Δ‖² / (‖W_t‖² + 1e-4 · entries).
+  const double n = static_cast<double>(teacher->layer(0)->parameters().size());
+  EXPECT_EQ(n, 16);
+  const double q2 = n * (val(teacher->layer(0)->attention->self->query->weight.pow(2).sum()) + 1e-4 * 32 * 32);
+  EXPECT_NEAR(val(distill::shared_projection_loss(student, teacher, pairs, up)), 0.25 / q2, 1e-7);
   // Down with same-width (identity) projections: ‖W_s − W_t‖² / ‖W_t‖², here the one entry.
   distill::SharedProjection down(32, 32, 64, 64, false, 9);
-  EXPECT_NEAR(val(distill::shared_projection_loss(twin, teacher, pairs, down)), 0.25 / q2, 1e-6);
+  EXPECT_NEAR(val(distill::shared_projection_loss(twin, teacher, pairs, down)), 0.25 / q2, 1e-7);
 }
 
 // A run: the student learns, the projection moves, the teacher's weights and their autograd flags

@@ -420,10 +420,10 @@ class SharedProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(SharedProjection);
 
-/// Σ over the mapped layer pairs and each layer's linear weights, biases and LayerNorms of the
+/// Mean over the mapped layer pairs and each layer's linear weights, biases and LayerNorms of the
 /// relative squared difference after projection — up: ‖P W_s Qᵀ − W_t‖² / ‖W_t‖² (P, Q the
 /// projections of the weight's output and input widths), down: ‖W_s − P W_t Qᵀ‖² / ‖P W_t Qᵀ‖² —
-/// averaged over the pairs (each denominator plus 1e-4 per entry).
+/// each denominator plus 1e-4 per entry. About 1 for unrelated weights, 0 when aligned.
 torch::Tensor shared_projection_loss(nn::BertClassifier& student, nn::BertClassifier& teacher,
                                      const std::vector<LayerPair>& pairs, SharedProjection& proj);
 
