@@ -303,7 +303,13 @@ Recipe load_recipe(const std::filesystem::path& path) {
   if (auto s = root["student"]) {
     r.only_keys(s, "student",
                 {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm",
-                 "embedding_dim", "mlp_size", "kernel_sizes", "dropout", "bottleneck_size", "num_ffn", "hidden_act"});
+                 "embedding_dim", "mlp_size", "kernel_sizes", "dropout", "bottleneck_size", "num_ffn", "hidden_act",
+                 "vocab"});
+    if (s["vocab"]) {
+      // A number (learn that many pieces from the training text) or a vocab.txt path.
+      r.get(s, "student", "vocab", out.student_vocab);
+      CONDENSE_CHECK(!out.student_vocab.empty(), "{}: field 'student.vocab' is empty", path.string());
+    }
     r.get(s, "student", "arch", out.student.arch);
     CONDENSE_CHECK(out.student.arch == "bert" || out.student.arch == "bilstm" || out.student.arch == "cnn",
                    "{}: field 'student.arch' is '{}', expected bert, bilstm or cnn", path.string(), out.student.arch);

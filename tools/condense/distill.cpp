@@ -142,7 +142,8 @@ void run(DistillArgs a, const CLI::App& sub) {
   // or read from a file. The teacher keeps its segmentation; the student trains on its own, and
   // the teacher's cached logits line up by example.
   std::optional<text::WordPieceTokenizer> student_tok;
-  if (!a.student_vocab.empty()) {
+  const std::string student_vocab = a.student_vocab.empty() ? r.student_vocab : a.student_vocab;
+  if (!student_vocab.empty()) {
     CONDENSE_CHECK(!text_student && !general, "--student-vocab needs a BERT student and a task's training set");
     for (const auto& st : stages) {
       CONDENSE_CHECK(st.distill.layer_losses.empty() && !st.distill.uses_mlm() && (st.distill.cache_teacher || !st.distill.uses_soft_targets()),
@@ -150,7 +151,7 @@ void run(DistillArgs a, const CLI::App& sub) {
                      "prediction-layer distillation from the teacher cache can be used (no layer losses, masked-LM "
                      "terms or --no-teacher-cache)");
     }
-    const bool learn = std::all_of(a.student_vocab.begin(), a.student_vocab.end(),
+    const bool learn = std::all_of(student_vocab.begin(), student_vocab.end(),
                                    [](char c) { return c >= '0' && c <= '9'; });
     if (learn) {
       std::vector<std::string> texts;
@@ -159,16 +160,16 @@ void run(DistillArgs a, const CLI::App& sub) {
         if (e.text_b) texts.push_back(*e.text_b);
       }
       auto vocab = text::learn_wordpiece_vocab(
-          texts, text::WordPieceTrainOptions().with_vocab_size(std::stoll(a.student_vocab)).with_tokenizer(tokenizer.options()));
+          texts, text::WordPieceTrainOptions().with_vocab_size(std::stoll(student_vocab)).with_tokenizer(tokenizer.options()));
       student_tok.emplace(std::move(vocab), tokenizer.options(), "learned student vocabulary");
     } else {
-      student_tok.emplace(text::WordPieceTokenizer::from_vocab_file(a.student_vocab, tokenizer.options()));
+      student_tok.emplace(text::WordPieceTokenizer::from_vocab_file(student_vocab, tokenizer.options()));
     }
     r.student.vocab_size = student_tok->vocab_size();
   }
   CONDENSE_CHECK(!r.dualtrain || (student_tok && stages.size() == 1),
-                 "{}: 'dualtrain' mixes the teacher's and the student's vocabularies, so it needs --student-vocab and "
-                 "a single stage",
+                 "{}: 'dualtrain' mixes the teacher's and the student's vocabularies, so it needs a student vocabulary "
+                 "(student.vocab or --student-vocab) and a single stage",
                  a.recipe);
   // One of the two holds the student: a smaller BERT, or a BiLSTM/CNN (cross-architecture).
   nn::BertClassifier student{nullptr};

@@ -4,7 +4,7 @@
 ///
 /// ```yaml
 /// task: sst2                      # optional
-/// student: {layers: 3, init: teacher, init_layers: [0, 2, 4]}   # or hidden_size, num_attention_heads, intermediate_size
+/// student: {layers: 3, init: teacher, init_layers: [0, 2, 4]}   # or hidden_size, num_attention_heads, intermediate_size, vocab
 /// distill: {loss: kl, temperature: 2.0, alpha: 0.5, prediction_weight: 1.0,
 ///           layer_losses: [{loss: hidden_mse, weight: 1.0}, {loss: attention_mse, weight: 1.0}],
 ///           layer_map: {strategy: skip, every: 2, exclude_last: true}, shared_projection: true}
@@ -53,7 +53,10 @@ struct Recipe {
   /// Empty = one stage with `distill`.
   std::vector<Stage> stages;
   AugmentSpec augment;
-  /// DualTrain + SharedProj (distill.h); needs a student vocabulary of its own (--student-vocab).
+  /// student.vocab: the student's own vocabulary, a piece count to learn from the training text or
+  /// a vocab.txt (`--student-vocab` overrides; empty = the teacher's).
+  std::string student_vocab;
+  /// DualTrain + SharedProj (distill.h); needs a student vocabulary of its own.
   std::optional<distill::DualTrainOptions> dualtrain;
   int max_length = 128;
   int64_t train_limit = 0;  ///< 0 = the whole training set
