@@ -25,6 +25,7 @@ ROWS = [
     ("magnitude-90-long", "magnitude, 90 %, 8x budget (16k sentences, 4 epochs)"),
     ("movement-90-long", "movement, 90 %, 8x budget (16k sentences, 4 epochs)"),
     ("soft-movement-l400", "soft movement, λ = 400 (sparsity is its result)"),
+    ("soft-movement-l400-long", "soft movement, λ = 400, 8x budget (sparsity is its result)"),
     ("nm-2-4", "2:4 (magnitude, one shot)"),
     ("heads-30", "heads only, 30 % of encoder weights (90 % of attention)"),
     ("neurons-30", "FFN neurons only, 30 % of encoder weights"),
