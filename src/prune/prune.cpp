@@ -721,14 +721,18 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     if (wl && movement) {
       for (auto& d : denses) mask_kernel(d.dense)->track = true;
     }
+    // The cubic curve's value at a step: 0 before t_i, 1 from t_f on.
+    auto cubic = [&](int64_t step) {
+      const double frac =
+          step < ti ? 0.0 : std::min(1.0, static_cast<double>(step - ti) / static_cast<double>(tf - ti));
+      return 1 - std::pow(1 - frac, 3);
+    };
     double current = 0;
     fine_tune([&](int64_t step) {
       if (soft) {
         // Soft movement: τ and λ rise together on the cubic curve (the paper's threshold schedule,
         // regu_lambda = final_lambda · τ / final τ); the masks follow the scores every step.
-        const double frac =
-            step < ti ? 0.0 : std::min(1.0, static_cast<double>(step - ti) / static_cast<double>(tf - ti));
-        soft_tau = o.soft_threshold * (1 - std::pow(1 - frac, 3));
+        soft_tau = o.soft_threshold * cubic(step);
         soft_lambda = o.soft_lambda * soft_tau / o.soft_threshold;
         accumulate(0.99);
         return;
@@ -737,8 +741,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       if (step < ti) return;
       if ((step - ti) % o.update_every != 0 && step != tf) return;
       if (step > tf) return;
-      const double frac = std::min(1.0, static_cast<double>(step - ti) / static_cast<double>(tf - ti));
-      const double s = o.sparsity * (1 - std::pow(1 - frac, 3));
+      const double s = o.sparsity * cubic(step);
       if (s <= current && step != tf) return;
       current = s;
       torch::NoGradGuard ng;
