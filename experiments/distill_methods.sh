@@ -25,7 +25,7 @@ esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
   multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312
-  vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96"
+  vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -69,6 +69,11 @@ for seed in $SEEDS; do
     case "$row" in
       nokd-3)        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --alpha 0 ;;
       kd-3)          run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" ;;
+      # Mixed-precision training (bf16 autocast) against the fp32 rows teacher and kd-3: same
+      # commands plus --bf16 (kd-3-bf16 distils from the fp32 teacher, like kd-3).
+      teacher-bf16)  run "$d/$row" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" \
+                       --lr 5e-5 --bf16 ;;
+      kd-3-bf16)     run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --bf16 ;;
       distilbert-3)  run "$d/$row" "${s[@]}" --recipe recipes/distilbert-3layer.yaml --epochs "$S_EPOCHS" ;;
       pkd-skip-3)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-skip-3layer.yaml --epochs "$S_EPOCHS" ;;
       pkd-last-3)    run "$d/$row" "${s[@]}" --recipe recipes/pkd-last-3layer.yaml --epochs "$S_EPOCHS" ;;

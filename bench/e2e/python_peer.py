@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", choices=["finetune", "distill"], default="finetune")
     ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true", help="forward under torch.autocast('cpu', torch.bfloat16)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,7 +108,8 @@ def main():
     for epoch_plan in plan:
         for idx in epoch_plan:
             ids, mask, tt, ix = make(idx)
-            logits = model(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                logits = model(input_ids=ids, attention_mask=mask, token_type_ids=tt).logits.float()
             if teacher_logits is None:
                 loss = F.cross_entropy(logits, labels[ix])
             else:
@@ -123,7 +125,7 @@ def main():
             n += len(idx)
     secs = time.perf_counter() - t0
     out = {"peer": "pytorch+transformers", "mode": args.mode, "examples": n, "seconds": round(secs, 3),
-           "examples_per_second": round(n / secs, 1), "threads": args.threads, "torch": torch.__version__}
+           "examples_per_second": round(n / secs, 1), "threads": args.threads, "torch": torch.__version__, "bf16": args.bf16}
     if teacher_logits is not None:
         out["teacher_cache_seconds"] = round(cache_s, 3)
     print(json.dumps(out))

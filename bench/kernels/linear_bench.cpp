@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include "condense/kernels/int8_gemm.h"
+#include "condense/kernels/linear.h"
 
 namespace {
 
@@ -90,10 +91,42 @@ void BM_Int8Torch(benchmark::State& s) {  // the same through LibTorch's oneDNN 
   set_counters(s, m, k, n);
 }
 
+// The FFN input's product alone (codes ready, no quantization) with and without oneDNN's fused
+// erf-GELU post-op, to price the epilogue on the 4x wider output (arg E: 0 none, 1 GELU).
+void BM_Int8Epilogue(benchmark::State& s) {
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  namespace ck = condense::kernels;
+  auto w = torch::randint(-127, 128, {n, k}, torch::kInt8);
+  auto sw = torch::full({n}, 0.01f), b = torch::randn({n});
+  ck::LinearWeights lw;
+  lw.type = ck::LinearType::S8;
+  lw.n = n;
+  lw.k = k;
+  lw.w_s8 = w.data_ptr<int8_t>();
+  lw.scales = sw.data_ptr<float>();
+  lw.bias = b.data_ptr<float>();
+  lw.epilogue = s.range(3) ? ck::Epilogue::Gelu : ck::Epilogue::None;
+  ck::Linear lin(lw);
+  auto xq = torch::randint(0, 256, {m, k}, torch::kUInt8);
+  auto y = torch::empty({m, n});
+  for (auto _ : s) {
+    lin.run(xq.data_ptr<uint8_t>(), m, 0.02f, 128, y.data_ptr<float>());
+    benchmark::DoNotOptimize(y.data_ptr<float>());
+  }
+  s.SetLabel(lin.implementation());
+  set_counters(s, m, k, n);
+}
+
 BENCHMARK(BM_Fp32)->Apply(shape_args);
 BENCHMARK(BM_Int8Torch)->Apply(shape_args);
 BENCHMARK(BM_Bf16)->Apply(shape_args);
 BENCHMARK(BM_Int8)->Apply(shape_args);
+BENCHMARK(BM_Int8Epilogue)
+    ->Args({4096, 384, 1536, 0})
+    ->Args({4096, 384, 1536, 1})
+    ->ArgNames({"M", "K", "N", "E"})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 

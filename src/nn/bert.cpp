@@ -477,7 +477,8 @@ BertOutput BertClassifierImpl::forward_embedded(const torch::Tensor& embedded, c
     if (options.attention_scores) out.attention_scores.push_back(taps.scores);
   }
   out.pooled = bert->pooler(x);
-  out.logits = classifier(dropout(out.pooled));
+  // fp32 logits under bf16 autocast too (softmax-based losses read them); a no-op otherwise.
+  out.logits = classifier(dropout(out.pooled)).to(torch::kFloat);
   return out;
 }
 

@@ -151,7 +151,7 @@ torch::Tensor TextNetClassifierImpl::forward(const torch::Tensor& input_ids, con
   }
   auto h = dropout(features);
   if (mlp) h = dropout(torch::relu(mlp(h)));
-  return classifier(h);
+  return classifier(h).to(torch::kFloat);  // fp32 logits under bf16 autocast too (losses read them)
 }
 
 int64_t TextNetClassifierImpl::num_parameters() const {

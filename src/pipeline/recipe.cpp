@@ -106,7 +106,7 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
 void read_train(const Reader& r, const YAML::Node& t, const std::string& sec, train::TrainOptions& o, int* max_length,
                 int64_t* train_limit) {
   std::set<std::string> keys{"epochs", "batch_size", "learning_rate", "warmup_ratio", "weight_decay", "max_grad_norm",
-                             "seed"};
+                             "seed", "bf16"};
   // Stages share one tokenized training set, so its size and length are recipe-wide.
   if (max_length != nullptr) keys.insert({"max_length", "train_limit"});
   r.only_keys(t, sec, keys);
@@ -117,6 +117,7 @@ void read_train(const Reader& r, const YAML::Node& t, const std::string& sec, tr
   r.get(t, sec, "weight_decay", o.weight_decay);
   r.get(t, sec, "max_grad_norm", o.max_grad_norm);
   r.get(t, sec, "seed", o.seed);
+  r.get(t, sec, "bf16", o.bf16);
   if (max_length != nullptr) {
     r.get(t, sec, "max_length", *max_length);
     r.get(t, sec, "train_limit", *train_limit);

@@ -1,6 +1,7 @@
 #include "condense/train/train.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 
 #include <chrono>
 #include <cmath>
@@ -213,6 +214,37 @@ bool load_state(const fs::path& dir, torch::nn::Module& model, torch::nn::Module
 
 }  // namespace
 
+namespace {
+
+// The CPU autocast state for one forward pass, restored on exit. The autocast cache keeps bf16
+// copies of the weights for the pass; it is cleared when the outermost region ends, as
+// torch.autocast's __exit__ does, because the optimizer step changes the weights next.
+class Bf16Autocast {
+ public:
+  explicit Bf16Autocast(bool on) : on_(on) {
+    if (!on_) return;
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCPU);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCPU);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::increment_nesting();
+  }
+  ~Bf16Autocast() {
+    if (!on_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCPU, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCPU, prev_dtype_);
+  }
+  Bf16Autocast(const Bf16Autocast&) = delete;
+  Bf16Autocast& operator=(const Bf16Autocast&) = delete;
+
+ private:
+  bool on_, prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+}  // namespace
+
 TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, const TrainOptions& o,
                        const BatchLossFn& loss_fn, std::shared_ptr<torch::nn::Module> aux) {
   o.validate();
@@ -264,7 +296,12 @@ TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, co
     const double lr = scheduled_lr(o, s.step, total);
     for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt->zero_grad();
-    auto loss = loss_fn(batch);
+    torch::Tensor loss;
+    {
+      Bf16Autocast autocast(o.bf16);
+      // The loss itself in fp32 (autocast leaves most losses in fp32 but not a plain mean).
+      loss = loss_fn(batch).to(torch::kFloat);
+    }
     const double value = loss.item<double>();
     CONDENSE_CHECK(std::isfinite(value),
                    "step {}: training loss is {} (learning rate {:.3g}); stopping without writing a model", s.step,

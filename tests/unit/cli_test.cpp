@@ -570,6 +570,7 @@ TEST(Cli, DistillWithRecipe) {
   EXPECT_EQ(j["train_examples"], 200);      // train_limit from the recipe
   EXPECT_EQ(j["train"]["epochs"], 1);       // the flag overrides the recipe
   EXPECT_EQ(j["train"]["batch_size"], 16);  // from the recipe
+  EXPECT_EQ(j["train"]["bf16"], true);      // mixed precision from the recipe
   EXPECT_EQ(j["distill"]["loss"], "mse");
   EXPECT_EQ(j["distill"]["init_layers"], json::array({1}));
   EXPECT_EQ(j["max_length"], 32);

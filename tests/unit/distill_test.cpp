@@ -343,6 +343,7 @@ TEST(Distill, RecipeLoadsEveryKey) {
   EXPECT_DOUBLE_EQ(t.weight_decay, 0.05);
   EXPECT_DOUBLE_EQ(t.max_grad_norm, 0.5);
   EXPECT_EQ(t.seed, 7u);
+  EXPECT_TRUE(t.bf16);
   EXPECT_EQ(r.max_length, 32);
   EXPECT_EQ(r.train_limit, 200);
 

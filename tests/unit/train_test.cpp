@@ -6,6 +6,7 @@
 // under a second on two cores.
 #include "condense/train/train.h"
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -206,6 +207,41 @@ TEST(Train, WarmupStartsAtZeroAndDecaysLinearly) {
   ASSERT_EQ(lrs.size(), 8u);
   EXPECT_DOUBLE_EQ(lrs[0], peak);
   EXPECT_DOUBLE_EQ(lrs[4], peak / 2);
+}
+
+// Mixed precision: the forward runs under bf16 autocast (products in bf16, logits and loss in
+// fp32), the weights stay fp32, the autocast cache does not serve last step's weights, and the
+// state is restored after the loop; the tiny model still fits its 32 sentences.
+TEST(Train, Bf16AutocastTrainsWithFp32Weights) {
+  REQUIRE_SST2(f, 32);
+  auto o = TrainOptions().with_epochs(30).with_batch_size(8).with_learning_rate(5e-3).with_seed(4).with_bf16();
+  auto model = tiny_model(f.tokenizer->vocab_size(), 9);
+  std::vector<float> probe;
+  bool products_bf16 = true, logits_fp32 = true;
+  auto r = train::train_loop(model, f.enc, o, [&](BertClassifier& m, const Batch& b) {
+    auto logits = m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits;
+    auto p = torch::nn::functional::linear(torch::ones({1, 32}), m->classifier->weight);
+    products_bf16 = products_bf16 && p.scalar_type() == torch::kBFloat16;
+    logits_fp32 = logits_fp32 && logits.scalar_type() == torch::kFloat;
+    probe.push_back(p.to(torch::kFloat)[0][0].item<float>());
+    return train::task_loss(logits, b);
+  });
+  EXPECT_TRUE(products_bf16);
+  EXPECT_TRUE(logits_fp32);
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));
+  for (const auto& p : model->parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat);
+  // Each step reads the weights the optimizer just wrote (a stale autocast cache would repeat them).
+  ASSERT_EQ(probe.size(), 120u);
+  int changed = 0;
+  for (std::size_t i = 1; i < probe.size(); ++i) changed += probe[i] != probe[i - 1];
+  EXPECT_GT(changed, 60);  // some steps move it less than one bf16 step; a stale cache, none
+  EXPECT_LT(r.mean_loss_last_epoch, 0.35);
+
+  // The same run in fp32 learns as well and lands on different weights.
+  auto ref = tiny_model(f.tokenizer->vocab_size(), 9);
+  auto rf = train::finetune(ref, f.enc, TrainOptions(o).with_bf16(false));
+  EXPECT_LT(rf.mean_loss_last_epoch, 0.35);
+  EXPECT_FALSE(torch::equal(ref->classifier->weight, model->classifier->weight));
 }
 
 TEST(Train, ZeroLearningRateStepLeavesWeightsUnchanged) {

@@ -33,6 +33,7 @@ void TrainFlags::add_to(CLI::App& app) {
   app.add_option("--stop-after", stop_after, "Stop after N steps, keeping the state (for interrupted runs)")
       ->group("");
   app.add_flag("--quiet", quiet, "No progress bar");
+  app.add_flag("--bf16", bf16, "Mixed-precision training: forward pass under bf16 autocast (fp32 weights and optimizer)");
 }
 
 void TrainFlags::apply(train::TrainOptions& o, int& max_len, int64_t& limit) const {
@@ -49,6 +50,7 @@ void TrainFlags::apply(train::TrainOptions& o, int& max_len, int64_t& limit) con
   if (train_limit) limit = *train_limit;
   if (!state_dir.empty()) o.state_dir = state_dir;
   o.resume = resume;
+  if (bf16) o.bf16 = true;
 }
 
 void TaskFlags::add_to(CLI::App& app) {
@@ -122,6 +124,7 @@ nlohmann::json run_summary(const std::string& command, const data::Dataset& trai
                 {"weight_decay", o.weight_decay},
                 {"max_grad_norm", o.max_grad_norm},
                 {"seed", o.seed},
+                {"bf16", o.bf16},
                 {"steps", tr.steps},
                 {"resumed_from", tr.resumed_from},
                 {"mean_loss_last_epoch", tr.mean_loss_last_epoch},

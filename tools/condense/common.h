@@ -31,6 +31,7 @@ struct TrainFlags {
   bool resume = false;
   bool keep_state = false;
   bool quiet = false;
+  bool bf16 = false;
 
   void add_to(CLI::App& app);
   /// Copies the given flags over `o` (and max_length/train_limit over the two ints).

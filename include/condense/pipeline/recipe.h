@@ -9,7 +9,7 @@
 ///           layer_losses: [{loss: hidden_mse, weight: 1.0}, {loss: attention_mse, weight: 1.0}],
 ///           layer_map: {strategy: skip, every: 2, exclude_last: true}, shared_projection: true}
 /// train:   {epochs: 3, batch_size: 32, learning_rate: 1.0e-4, warmup_ratio: 0.1, weight_decay: 0.01,
-///           max_grad_norm: 1.0, seed: 42, max_length: 128, train_limit: 0}
+///           max_grad_norm: 1.0, seed: 42, max_length: 128, train_limit: 0, bf16: false}
 /// augment: {method: tang, per_example: 20}   # optional transfer-set augmentation (tinybert: replace_prob, neighbours)
 /// dualtrain: {mix_prob: 0.5, dual_weight: 1.0, shared_proj: up, proj_weight: 1.0}   # DualTrain + SharedProj
 /// stages:                        # optional; each entry overrides distill/train for one stage

@@ -75,6 +75,10 @@ struct TrainOptions {
   std::filesystem::path state_dir; ///< where training state goes (required when save_every > 0)
   bool resume = false;             ///< continue from state_dir/train_state.pt when present
   int64_t stop_after = -1;         ///< stop after this many steps (testing interruptions); -1 = run to the end
+  /// Mixed precision: the forward pass under bf16 autocast (products in bf16, as
+  /// torch.autocast("cpu", torch.bfloat16)); weights, gradients, optimizer state and the loss
+  /// stay fp32. Pays on CPUs with AVX-512 BF16 or AMX; elsewhere bf16 is emulated and slower.
+  bool bf16 = false;
   std::function<void(const Progress&)> on_progress;  ///< called after every step
   /// Called after backward and clipping, before the optimizer step, with the step index: stages
   /// that read gradients (pruning importance, movement scores) accumulate them here.
@@ -91,6 +95,7 @@ struct TrainOptions {
   TrainOptions& with_state_dir(std::filesystem::path v) { state_dir = std::move(v); return *this; }
   TrainOptions& with_resume(bool v = true) { resume = v; return *this; }
   TrainOptions& with_stop_after(int64_t v) { stop_after = v; return *this; }
+  TrainOptions& with_bf16(bool v = true) { bf16 = v; return *this; }
   /// Throws condense::Error naming the first invalid field.
   void validate() const;
 };
