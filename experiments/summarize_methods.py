@@ -95,6 +95,38 @@ def main(out):
             print(f"| {label} | {shape(runs[0])} | {params / 1e6:.1f} M | {comp} | {speed[0]} | {speed[1]} | " +
                   " | ".join(cells) + f" | {seeds_used} |")
         print(f"\ncommit(s): {', '.join(sorted(commits))}")
+    precision_table(out)
+
+
+def precision_table(out):
+    """fp32 against bf16-autocast training (rows teacher/teacher-bf16, kd-3/kd-3-bf16), seed by seed."""
+    pairs = [("teacher", "teacher-bf16", "teacher fine-tuned"), ("kd-3", "kd-3-bf16", "3 × 384 Hinton KD student")]
+    for task, metrics in METRICS.items():
+        name, label = metrics[0]
+        seeds = sorted(p for p in (out / task).glob("seed*") if p.is_dir())
+        rows = []
+        for fp32, bf16, what in pairs:
+            both = [(json.loads((s / f"{fp32}.json").read_text()), json.loads((s / f"{bf16}.json").read_text()))
+                    for s in seeds if (s / f"{fp32}.json").exists() and (s / f"{bf16}.json").exists()]
+            if both:
+                rows.append((what, both))
+        if not rows:
+            continue
+        print(f"\n#### {task.upper()}: bf16 autocast training against fp32 ({label})\n")
+        print(f"| model | fp32 | bf16 autocast | bf16 − fp32 | seeds |")
+        print("|---|---:|---:|---:|---|")
+        for what, both in rows:
+            a = [100 * f["dev"][name] for f, _ in both]
+            b = [100 * g["dev"][name] for _, g in both]
+            d = [y - x for x, y in zip(a, b)]
+            seeds_used = ",".join(str(f["train"]["seed"]) for f, _ in both)
+            if len(both) >= 3:
+                cells = [f"{ms(a)[0]:.2f} ± {ms(a)[1]:.2f}", f"{ms(b)[0]:.2f} ± {ms(b)[1]:.2f}",
+                         f"{ms(d)[0]:+.2f} ± {ms(d)[1]:.2f}"]
+            else:  # fewer than three seeds: per seed, never as a mean
+                per = lambda v, fmt: " ".join(f"s{f['train']['seed']} {x:{fmt}}" for (f, _), x in zip(both, v))
+                cells = [per(a, ".2f"), per(b, ".2f"), per(d, "+.2f")]
+            print(f"| {what} | " + " | ".join(cells) + f" | {seeds_used} |")
 
 
 if __name__ == "__main__":
