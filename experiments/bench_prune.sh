@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Latency of the pruned, factorized and shared models (seed 1, SST-2; latency does not depend on the
-# seed or the task), for the latency and speedup columns of docs/RESULTS.md: `condense bench` at
+# Latency of the pruned, factorized and shared models (SST-2, seed CONDENSE_BENCH_SEED, default 1;
+# latency depends on the shapes only, not on the seed or the task), for the latency and speedup columns of docs/RESULTS.md: `condense bench` at
 # batch 1 and 32, sequence length 128, the unpruned model first and every other row of that model
 # in this one command, so the ratios compare like with like. Run on a quiet machine.
 # Usage: bash experiments/bench_prune.sh OUT_DIR [ROWS...]   (the sweep's OUT_DIR; default: all rows)
@@ -14,7 +14,7 @@ shift
 THREADS="${CONDENSE_THREADS:-2}"
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune/bench"
 for model in ${CONDENSE_PMODELS:-teacher kd-3}; do
-  d="$OUT/sst2/seed1"
+  d="$OUT/sst2/seed${CONDENSE_BENCH_SEED:-1}"
   mkdir -p "$KEEP/$model"
   dirs=("$d/$model")
   if [ $# -gt 0 ]; then for r in "$@"; do dirs+=("$d/$model-p/$r"); done; else dirs+=("$d/$model-p"/*/); fi
