@@ -37,8 +37,9 @@ esac
 # embeddings), share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets);
 # soft-movement-lL (Sanh et al.'s soft movement at final λ = L: the sparsity is its result); a row
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
-# sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison.
-ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
+# sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
+# heads+neurons-lkd-P adds CoFi's layer-wise distillation (hidden-state MSE, layer i ← teacher layer i).
+ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 heads+neurons-lkd-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
   magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
   svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8"
 ROWS="${*:-$ALL_ROWS}"
@@ -88,7 +89,8 @@ for seed in $SEEDS; do
         movement-*|magnitude-*|taylor-*)
           "$CLI" "${p[@]}" --recipe "$R/${name%-*}-90.yaml" --sparsity "0.${name#*-}" ;;
         soft-movement-l*) "$CLI" "${p[@]}" --recipe $R/soft-movement.yaml --soft-lambda "${name#soft-movement-l}" ;;
-        heads+neurons-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --sparsity "0.${row#*-}" ;;
+        heads+neurons-lkd-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50-layer-kd.yaml --sparsity "0.${name##*-}" ;;
+        heads+neurons-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --sparsity "0.${name#*-}" ;;
         heads-30)   "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity heads --sparsity 0.9 ;;
         neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;
         neurons-50) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.75 ;;

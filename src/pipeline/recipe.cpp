@@ -273,9 +273,20 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
   }
   if (auto t = root["train"]) read_train(r, t, "train", o.train, nullptr, nullptr);
   if (auto d = root["distill"]) {
-    r.only_keys(d, "distill", {"alpha", "temperature"});
+    r.only_keys(d, "distill", {"alpha", "temperature", "layer_losses"});
     r.get(d, "distill", "alpha", out.alpha);
     r.get(d, "distill", "temperature", out.temperature);
+    if (auto ll = d["layer_losses"]) out.layer_losses = read_layer_losses(r, ll, "distill");
+    for (std::size_t i = 0; i < out.layer_losses.size(); ++i) {
+      // Pruned heads change the attention maps' shapes; the hidden states keep theirs.
+      const auto l = out.layer_losses[i].loss;
+      CONDENSE_CHECK(l == distill::LayerLoss::HiddenMSE || l == distill::LayerLoss::HiddenCosine,
+                     "{}: field 'distill.layer_losses[{}].loss': pruning compares hidden states only (hidden_mse or "
+                     "hidden_cosine), found {}",
+                     path.string(), i, distill::to_string(l));
+    }
+    CONDENSE_CHECK(out.layer_losses.empty() || o.granularity != prune::Granularity::Layers,
+                   "{}: field 'distill.layer_losses': layer pruning removes the layers they compare", path.string());
   }
   try {
     o.validate();

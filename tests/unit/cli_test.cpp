@@ -863,6 +863,7 @@ TEST_P(CliPruneRecipe, RunsFromOneCommand) {
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto j = metrics_of(out);
   EXPECT_EQ(j["recipe"], recipe.string());
+  EXPECT_EQ(j["layer_losses"].size(), name.ends_with("layer-kd") ? 1u : 0u);
   EXPECT_LT(j["file_bytes"].get<int64_t>(), j["source_file_bytes"].get<int64_t>());
   EXPECT_GT(j["encoder_sparsity"].get<double>(), 0.1);
   EXPECT_TRUE(j["dev"].contains("accuracy"));
@@ -902,6 +903,12 @@ TEST(Cli, PruneErrors) {
   expect_one_line_error(f, with({"--criterion", "weight"}), out, {"pruning criterion", "movement"});
   expect_one_line_error(f, with({"--criterion", "movement"}), out, {"schedule cubic"});
   expect_one_line_error(f, with({"--granularity", "layers", "--depth", "9", "--epochs", "0"}), out, {"depth"});
+  const auto layer_kd = (ct::source_dir() / "recipes" / "prune" / "heads-ffn-50-layer-kd.yaml").string();
+  expect_one_line_error(f, with({"--recipe", layer_kd}), out, {"distill.layer_losses", "--teacher"});
+  expect_one_line_error(f,
+                        with({"--recipe", layer_kd, "--teacher", f.model.string(), "--granularity", "layers", "--depth",
+                              "1", "--schedule", "oneshot"}),
+                        out, {"distill.layer_losses", "layer pruning"});
   auto r = run(f.work, with({"--sparsity", "0.8", "--epochs", "0"}));
   ASSERT_EQ(r.exit_code, 0) << show(r);
   auto cfg = json::parse(slurp(out / "config.json"));

@@ -364,4 +364,22 @@ TEST(Prune, OptionErrorsNameTheField) {
   condense::write_file_atomic(dir / "s.yaml", "prune: {criterion: magnitude, sparsty: 0.5}\n");
   EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "s.yaml"); }).find("sparsty"),
             std::string::npos);
+  // Layer-wise distillation while pruning: hidden-state terms are read; attention maps (whose head
+  // count pruning changes) and layer pruning (which removes the layers compared) are refused.
+  condense::write_file_atomic(dir / "l.yaml",
+                              "prune: {granularity: heads}\n"
+                              "distill: {layer_losses: [{loss: hidden_mse, weight: 0.5}]}\n");
+  const auto lr = condense::pipeline::load_prune_recipe(dir / "l.yaml");
+  ASSERT_EQ(lr.layer_losses.size(), 1u);
+  EXPECT_EQ(lr.layer_losses[0].loss, condense::distill::LayerLoss::HiddenMSE);
+  EXPECT_DOUBLE_EQ(lr.layer_losses[0].weight, 0.5);
+  condense::write_file_atomic(dir / "a.yaml", "distill: {layer_losses: [{loss: attention_kl}]}\n");
+  EXPECT_NE(
+      ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "a.yaml"); }).find("distill.layer_losses[0].loss"),
+      std::string::npos);
+  condense::write_file_atomic(dir / "d.yaml",
+                              "prune: {granularity: layers, depth: 2}\n"
+                              "distill: {layer_losses: [{loss: hidden_mse}]}\n");
+  EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "d.yaml"); }).find("distill.layer_losses"),
+            std::string::npos);
 }

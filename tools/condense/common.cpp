@@ -208,6 +208,50 @@ train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& t
   };
 }
 
+nlohmann::json layer_losses_json(const std::vector<distill::LayerLossTerm>& terms) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& t : terms) {
+    out.push_back({{"loss", distill::to_string(t.loss)},
+                   {"weight", t.weight},
+                   {"weight_end", t.weight_end ? nlohmann::json(*t.weight_end) : nlohmann::json()}});
+  }
+  return out;
+}
+
+train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha, double temperature,
+                      const std::vector<distill::LayerLossTerm>& layer_losses) {
+  if (layer_losses.empty()) return kd_loss(teacher, train, alpha, temperature);
+  CONDENSE_CHECK(!teacher.empty(), "distill.layer_losses need a --teacher to compare layers with");
+  auto t = nn::load_classifier(teacher);
+  t->eval();
+  auto logits = train::predict_logits(t, train);
+  distill::DistillOptions kd;
+  kd.alpha = alpha;
+  kd.temperature = temperature;
+  const auto& tc = t->config();
+  std::vector<distill::LayerPair> pairs;
+  for (int64_t i = 1; i <= tc.num_hidden_layers; ++i) pairs.push_back({i, i});
+  auto proj = distill::FeatureProjection(tc.hidden_size, tc.hidden_size, tc.num_hidden_layers, false);  // identity
+  const auto fwd = distill::forward_options_for(layer_losses);
+  return [t, logits, kd, pairs, proj, fwd, layer_losses, teacher](nn::BertClassifier& m,
+                                                                  const train::Batch& b) mutable {
+    const auto& sc = m->config();
+    CONDENSE_CHECK(sc.num_hidden_layers == t->config().num_hidden_layers && sc.hidden_size == t->config().hidden_size,
+                   "distill.layer_losses compare layer i with layer i of {}: it has {} layers of width {}, the model "
+                   "{} of width {}",
+                   teacher, t->config().num_hidden_layers, t->config().hidden_size, sc.num_hidden_layers,
+                   sc.hidden_size);
+    nn::BertOutput to;
+    {
+      torch::NoGradGuard guard;
+      to = t->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+    }
+    auto out = m->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+    return distill::distillation_loss(out.logits, logits.index_select(0, b.indices), b, kd) +
+           distill::layer_objective(out, to, b.attention_mask, distill::layer_terms_at(layer_losses, b), pairs, proj);
+  };
+}
+
 train::EvalResult record_written_model(nn::BertClassifier& loaded, const std::filesystem::path& out,
                                        const std::filesystem::path& src, const train::EncodedDataset& enc_dev,
                                        const data::Dataset& dev, nlohmann::json& m) {

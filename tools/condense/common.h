@@ -12,6 +12,7 @@
 
 #include "condense/core/error.h"
 #include "condense/data/glue.h"
+#include "condense/distill/distill.h"
 #include "condense/nn/bert.h"
 #include "condense/nn/textnet.h"
 #include "condense/runtime/bench.h"
@@ -80,6 +81,9 @@ struct AnyModel {
 };
 AnyModel load_any_model(const std::filesystem::path& dir);
 
+/// [{loss, weight, weight_end}] for metrics.json.
+nlohmann::json layer_losses_json(const std::vector<distill::LayerLossTerm>& terms);
+
 /// The shape fields of metrics.json: parameters, layers, hidden_size (and arch for TextNets).
 nlohmann::json model_shape(const nn::BertClassifier& model);
 nlohmann::json model_shape(const nn::TextNetClassifier& model);
@@ -88,6 +92,11 @@ nlohmann::json model_shape(const nn::TextNetClassifier& model);
 /// from `teacher`'s logits, computed once for `train`; an empty teacher gives the task loss alone.
 train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha,
                       double temperature);
+/// The same plus layer-wise terms (CoFi, Xia et al. 2022): each batch also runs the teacher and
+/// compares layer i of the model being trained with the teacher's layer i (the model keeps the
+/// teacher's depth and width, as head and neuron pruning do). Empty `layer_losses` = kd_loss above.
+train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha, double temperature,
+                      const std::vector<distill::LayerLossTerm>& layer_losses);
 
 /// The end of every compression command: evaluates the model as written (`loaded`, read back from
 /// `out`: the file is what users get), adds its dev metrics and the file sizes of `out` and `src` to

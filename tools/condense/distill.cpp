@@ -52,12 +52,6 @@ data::Dataset load_corpus(const DistillArgs& a, int64_t limit, uint64_t seed) {
 }
 
 nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers, const nn::BertClassifier& teacher) {
-  nlohmann::json layer_losses = nlohmann::json::array();
-  for (const auto& t : o.layer_losses) {
-    layer_losses.push_back({{"loss", distill::to_string(t.loss)},
-                            {"weight", t.weight},
-                            {"weight_end", t.weight_end ? nlohmann::json(*t.weight_end) : nlohmann::json()}});
-  }
   nlohmann::json layer_map = nlohmann::json::array();
   if (!o.layer_losses.empty()) {
     for (const auto& p : distill::resolve_layer_map(o.layer_map, student_layers, teacher->config().num_hidden_layers)) {
@@ -70,7 +64,7 @@ nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers
           {"temperature_end", o.temperature_end ? nlohmann::json(*o.temperature_end) : nlohmann::json()},
           {"alpha_end", o.alpha_end ? nlohmann::json(*o.alpha_end) : nlohmann::json()},
           {"prediction_weight", o.prediction_weight},
-          {"layer_losses", layer_losses},
+          {"layer_losses", layer_losses_json(o.layer_losses)},
           {"layer_map", layer_map},
           {"layer_map_strategy", o.layer_map.strategy},
           {"progressive", o.progressive},

@@ -79,7 +79,12 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   const auto before = train::evaluate(model, enc_dev, dev);
 
   // With a teacher: Hinton KD from its logits, computed once for the training set.
-  auto loss = kd_loss(a.teacher, enc_train, recipe.alpha, recipe.temperature);
+  // With layer_losses in the recipe, also hidden-state distillation layer by layer (CoFi).
+  CONDENSE_CHECK(recipe.layer_losses.empty() || o.granularity != prune::Granularity::Layers,
+                 "{}: field 'distill.layer_losses': layer pruning removes the layers they compare", a.recipe);
+  CONDENSE_CHECK(recipe.layer_losses.empty() || !a.teacher.empty(),
+                 "{}: field 'distill.layer_losses' needs a --teacher to compare layers with", a.recipe);
+  auto loss = kd_loss(a.teacher, enc_train, recipe.alpha, recipe.temperature, recipe.layer_losses);
   auto r = prune::prune(model, enc_train, o, loss);
   const bool unstructured = o.granularity == prune::Granularity::Unstructured || o.granularity == prune::Granularity::NM;
 
@@ -93,6 +98,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
                    {"teacher", a.teacher},
                    {"task", data::task_info(dev.task).name},
                    {"criterion", prune::to_string(o.criterion)},
+                   {"layer_losses", layer_losses_json(recipe.layer_losses)},
                    {"granularity", prune::to_string(o.granularity)},
                    {"schedule", prune::to_string(o.schedule)},
                    {"target_sparsity", o.sparsity},

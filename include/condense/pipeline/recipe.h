@@ -100,11 +100,15 @@ QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path);
 ///         layer_select: importance, regularization: 1.0e-5, score_batches: 32, layerdrop: 0,
 ///         soft_threshold: 0.1, soft_lambda: 400}                 # soft-movement only
 /// train: {epochs: 3, learning_rate: 3.0e-5, batch_size: 32}   # fine-tuning while/after pruning
-/// distill: {alpha: 0.5, temperature: 2.0}                      # with --teacher
+/// distill: {alpha: 0.5, temperature: 2.0,                      # with --teacher
+///           layer_losses: [{loss: hidden_mse, weight: 1.0}]}    # layer i of the pruned model ← layer i of the teacher
 /// ```
 struct PruneRecipe {
   prune::PruneOptions options;
   double alpha = 0.5, temperature = 2.0;
+  /// Layer-wise distillation while pruning (CoFi, Xia et al. 2022): hidden-state terms between each
+  /// layer of the model being pruned and the same layer of the unpruned teacher.
+  std::vector<distill::LayerLossTerm> layer_losses;
 };
 PruneRecipe load_prune_recipe(const std::filesystem::path& path);
 
