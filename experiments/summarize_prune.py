@@ -32,6 +32,7 @@ ROWS = [
     ("neurons-50", "FFN neurons only, 50 % of encoder weights"),
     ("heads+neurons-30", "heads + FFN neurons, 30 % of encoder weights"),
     ("heads+neurons-50", "heads + FFN neurons, 50 % of encoder weights"),
+    ("heads+neurons-lkd-50", "heads + FFN neurons, 50 %, with layer-wise (hidden-state) distillation"),
     ("depth-4", "4 layers kept (every other), no retraining"),
     ("depth-3", "3 layers kept (every other), no retraining"),
     ("depth-2", "2 layers kept (every other), no retraining"),
