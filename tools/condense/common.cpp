@@ -10,9 +10,7 @@
 #include "condense/nn/checkpoint.h"
 #include "condense/quantize/quantize.h"
 
-#ifndef CONDENSE_GIT_COMMIT
-#define CONDENSE_GIT_COMMIT "unknown"
-#endif
+#include "condense_commit.h"  // generated at build time: CONDENSE_GIT_COMMIT
 
 namespace condense::cli {
 
