@@ -115,6 +115,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
                                               ? std::vector<int64_t>(c.num_hidden_layers, c.intermediate_size)
                                               : c.layer_intermediate},
                    {"fine_tune_epochs", o.train.epochs},
+                   {"fine_tune_bf16", o.train.bf16},
                    {"fine_tune_seconds", fine_tune_seconds},
                    {"train_examples", train_set.examples.size()},
                    {"dev_before", before.metrics}};
