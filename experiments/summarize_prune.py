@@ -33,6 +33,7 @@ ROWS = [
     ("heads+neurons-30", "heads + FFN neurons, 30 % of encoder weights"),
     ("heads+neurons-50", "heads + FFN neurons, 50 % of encoder weights"),
     ("heads+neurons-lkd-50", "heads + FFN neurons, 50 %, with layer-wise (hidden-state) distillation"),
+    ("heads+neurons-lkd-50-2x-bf16", "the same, 2x budget (8k sentences), bf16 autocast"),
     ("depth-4", "4 layers kept (every other), no retraining"),
     ("depth-3", "3 layers kept (every other), no retraining"),
     ("depth-2", "2 layers kept (every other), no retraining"),
