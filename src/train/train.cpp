@@ -212,10 +212,6 @@ bool load_state(const fs::path& dir, torch::nn::Module& model, torch::nn::Module
   return true;
 }
 
-}  // namespace
-
-namespace {
-
 // The CPU autocast state for one forward pass, restored on exit. The autocast cache keeps bf16
 // copies of the weights for the pass; it is cleared when the outermost region ends, as
 // torch.autocast's __exit__ does, because the optimizer step changes the weights next.
