@@ -225,6 +225,11 @@ QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path) {
   return out;
 }
 
+void check_layer_losses(const PruneRecipe& recipe, const std::string& file) {
+  CONDENSE_CHECK(recipe.layer_losses.empty() || recipe.options.granularity != prune::Granularity::Layers,
+                 "{}: field 'distill.layer_losses': layer pruning removes the layers they compare", file);
+}
+
 PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
   auto root = load_yaml(path);
   Reader r{path.string()};
@@ -285,8 +290,7 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
                      "hidden_cosine), found {}",
                      path.string(), i, distill::to_string(l));
     }
-    CONDENSE_CHECK(out.layer_losses.empty() || o.granularity != prune::Granularity::Layers,
-                   "{}: field 'distill.layer_losses': layer pruning removes the layers they compare", path.string());
+    check_layer_losses(out, path.string());
   }
   try {
     o.validate();

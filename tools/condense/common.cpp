@@ -219,7 +219,6 @@ nlohmann::json layer_losses_json(const std::vector<distill::LayerLossTerm>& term
 train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha, double temperature,
                       const std::vector<distill::LayerLossTerm>& layer_losses) {
   if (layer_losses.empty()) return kd_loss(teacher, train, alpha, temperature);
-  CONDENSE_CHECK(!teacher.empty(), "distill.layer_losses need a --teacher to compare layers with");
   auto t = nn::load_classifier(teacher);
   t->eval();
   auto logits = train::predict_logits(t, train);
@@ -227,8 +226,7 @@ train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& t
   kd.alpha = alpha;
   kd.temperature = temperature;
   const auto& tc = t->config();
-  std::vector<distill::LayerPair> pairs;
-  for (int64_t i = 1; i <= tc.num_hidden_layers; ++i) pairs.push_back({i, i});
+  const auto pairs = distill::resolve_layer_map({}, tc.num_hidden_layers, tc.num_hidden_layers);  // i ← i
   auto proj = distill::FeatureProjection(tc.hidden_size, tc.hidden_size, tc.num_hidden_layers, false);  // identity
   const auto fwd = distill::forward_options_for(layer_losses);
   return [t, logits, kd, pairs, proj, fwd, layer_losses, teacher](nn::BertClassifier& m,

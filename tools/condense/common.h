@@ -94,7 +94,8 @@ train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& t
                       double temperature);
 /// The same plus layer-wise terms (CoFi, Xia et al. 2022): each batch also runs the teacher and
 /// compares layer i of the model being trained with the teacher's layer i (the model keeps the
-/// teacher's depth and width, as head and neuron pruning do). Empty `layer_losses` = kd_loss above.
+/// teacher's depth and width, as head and neuron pruning do). Empty `layer_losses` = kd_loss above;
+/// otherwise `teacher` must be given (the caller says so in its own words).
 train::LossFn kd_loss(const std::string& teacher, const train::EncodedDataset& train, double alpha, double temperature,
                       const std::vector<distill::LayerLossTerm>& layer_losses);
 

@@ -80,8 +80,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
 
   // With a teacher: Hinton KD from its logits, computed once for the training set.
   // With layer_losses in the recipe, also hidden-state distillation layer by layer (CoFi).
-  CONDENSE_CHECK(recipe.layer_losses.empty() || o.granularity != prune::Granularity::Layers,
-                 "{}: field 'distill.layer_losses': layer pruning removes the layers they compare", a.recipe);
+  pipeline::check_layer_losses(recipe, a.recipe);  // again: --granularity may have changed
   CONDENSE_CHECK(recipe.layer_losses.empty() || !a.teacher.empty(),
                  "{}: field 'distill.layer_losses' needs a --teacher to compare layers with", a.recipe);
   auto loss = kd_loss(a.teacher, enc_train, recipe.alpha, recipe.temperature, recipe.layer_losses);

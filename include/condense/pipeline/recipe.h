@@ -111,5 +111,9 @@ struct PruneRecipe {
   std::vector<distill::LayerLossTerm> layer_losses;
 };
 PruneRecipe load_prune_recipe(const std::filesystem::path& path);
+/// Throws "<file>: field 'distill.layer_losses': ..." when the recipe's layer terms cannot serve its
+/// granularity (layer pruning removes the layers they compare). The loader calls it; so does a
+/// caller that overrides the granularity afterwards.
+void check_layer_losses(const PruneRecipe& recipe, const std::string& file);
 
 }  // namespace condense::pipeline
