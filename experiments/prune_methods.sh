@@ -39,8 +39,11 @@ esac
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
 # sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
 # heads+neurons-lkd-P adds CoFi's layer-wise distillation (hidden-state MSE, layer i ← teacher layer i).
-# Suffixes (in this order): -2x twice the budget (SST-2: 8,000 sentences; MRPC: twice the epochs),
-# -bf16 fine-tuning under bf16 autocast (--bf16), e.g. heads+neurons-lkd-50-2x-bf16.
+# Suffixes (in this order): -sN N iterative steps with the same total fine-tuning (2 epochs per step
+# at 4 steps become 1 at 8), -recE 1 epoch after each step and E more at the final shape
+# (--final-epochs; rec4 spends the same 8 epochs as the plain row), -joint heads and neurons ranked
+# together per weight (--joint), -2x twice the budget (SST-2: 8,000 sentences; MRPC: twice the
+# epochs), -bf16 fine-tuning under bf16 autocast (--bf16), e.g. heads+neurons-lkd-50-rec4-joint.
 ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 heads+neurons-lkd-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
   magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
   svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8"
@@ -78,18 +81,27 @@ for seed in $SEEDS; do
       [ "$model" = pretrained ] && ep=3
       lim="$LIMIT"
       name="$row"
-      bf16=()
-      if [[ "$name" == *-bf16 ]]; then name="${name%-bf16}"; bf16=(--bf16); fi
+      extra=()
+      if [[ "$name" == *-bf16 ]]; then name="${name%-bf16}"; extra+=(--bf16); fi
       if [[ "$name" == *-2x ]]; then
         name="${name%-2x}"
         if [ "$TASK" = sst2 ]; then lim=$((LIMIT * 2)); else ep=$((ep * 2)); fi
+      fi
+      if [[ "$name" == *-joint ]]; then name="${name%-joint}"; extra+=(--joint); fi
+      if [[ "$name" =~ ^(.*)-rec([0-9]+)$ ]]; then
+        name="${BASH_REMATCH[1]}"; extra+=(--final-epochs "${BASH_REMATCH[2]}"); ep=1
+      fi
+      if [[ "$name" =~ ^(.*)-s([0-9]+)$ ]]; then
+        name="${BASH_REMATCH[1]}"; n="${BASH_REMATCH[2]}"
+        (( ep * 4 % n == 0 )) || { echo "prune_methods.sh: $row: $((ep * 4)) epochs do not split into $n steps" >&2; exit 2; }
+        extra+=(--steps "$n"); ep=$((ep * 4 / n))
       fi
       if [[ "$name" == *-long ]]; then
         name="${name%-long}"
         if [ "$TASK" = sst2 ]; then lim=16000; ep=4; else ep=$((ep * 8)); fi
       fi
       p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$lim" --seed "$seed"
-         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep" "${bf16[@]}")
+         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep" "${extra[@]}")
       R=recipes/prune
       # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
       # of a BERT layer's linear weights, the FFN 2/3).

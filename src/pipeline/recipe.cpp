@@ -240,7 +240,7 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
   if (auto p = root["prune"]) {
     r.only_keys(p, "prune", {"criterion", "granularity", "sparsity", "global", "schedule", "update_every", "steps", "nm",
                              "depth", "layer_select", "regularization", "score_batches", "layerdrop", "soft_threshold",
-                             "soft_lambda"});
+                             "soft_lambda", "final_epochs", "joint"});
     std::string criterion = prune::to_string(o.criterion), granularity = prune::to_string(o.granularity),
                 schedule = prune::to_string(o.schedule), nm;
     r.get(p, "prune", "criterion", criterion);
@@ -250,6 +250,8 @@ PruneRecipe load_prune_recipe(const std::filesystem::path& path) {
     r.get(p, "prune", "global", o.global);
     r.get(p, "prune", "update_every", o.update_every);
     r.get(p, "prune", "steps", o.steps);
+    r.get(p, "prune", "final_epochs", o.final_epochs);
+    r.get(p, "prune", "joint", o.joint);
     r.get(p, "prune", "depth", o.depth);
     r.get(p, "prune", "layer_select", o.layer_select);
     r.get(p, "prune", "regularization", o.regularization);

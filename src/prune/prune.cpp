@@ -329,9 +329,71 @@ void PruneOptions::validate() const {
                  "schedule cubic prunes while fine-tuning; it needs at least one epoch");
   CONDENSE_CHECK(granularity != Granularity::Layers || schedule == Schedule::OneShot,
                  "granularity layers is one-shot (choose the depth, then fine-tune)");
+  CONDENSE_CHECK(final_epochs >= 0, "prune option 'final_epochs' must be >= 0, found {}", final_epochs);
+  CONDENSE_CHECK(final_epochs == 0 || schedule != Schedule::Cubic,
+                 "prune option 'final_epochs' follows the last pruning step; schedule cubic already ends at its "
+                 "final sparsity (raise train.epochs instead)");
+  CONDENSE_CHECK(!joint || (granularity == Granularity::HeadsNeurons && criterion == Criterion::Taylor),
+                 "prune option 'joint' ranks heads against neurons by taylor scores; it needs granularity "
+                 "heads+neurons and criterion taylor, found {} and {}",
+                 to_string(granularity), to_string(criterion));
   // epochs 0 = prune without fine-tuning; otherwise the loop's own checks.
   CONDENSE_CHECK(train.epochs >= 0, "train option 'epochs' must be >= 0, found {}", train.epochs);
-  if (train.epochs > 0) train.validate();
+  if (train.epochs > 0 || final_epochs > 0) {
+    auto t = train;
+    if (t.epochs == 0) t.epochs = final_epochs;
+    t.validate();
+  }
+}
+
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> joint_unit_masks(
+    const std::vector<torch::Tensor>& head_scores, const std::vector<torch::Tensor>& neuron_scores, int64_t head_weights,
+    int64_t neuron_weights, double sparsity, const std::vector<torch::Tensor>& heads_now,
+    const std::vector<torch::Tensor>& neurons_now) {
+  CONDENSE_CHECK(head_scores.size() == neuron_scores.size(), "joint_unit_masks: {} layers of head scores, {} of neuron scores",
+                 head_scores.size(), neuron_scores.size());
+  CONDENSE_CHECK(head_weights > 0 && neuron_weights > 0, "joint_unit_masks: unit weights must be > 0");
+  struct Unit {
+    double per_weight;
+    std::size_t layer;
+    int64_t index;
+    bool head;
+  };
+  std::vector<Unit> units;
+  std::vector<torch::Tensor> hm, nm;
+  std::vector<int64_t> heads_alive, neurons_alive;
+  int64_t total = 0;
+  auto add = [&](const torch::Tensor& scores, const std::vector<torch::Tensor>& now, std::size_t l, bool head,
+                 std::vector<torch::Tensor>& masks, std::vector<int64_t>& alive) {
+    auto s = scores.to(torch::kDouble).contiguous();
+    const int64_t w = head ? head_weights : neuron_weights;
+    masks.push_back(torch::ones({s.numel()}));
+    alive.push_back(s.numel());
+    total += s.numel() * w;
+    auto acc = s.accessor<double, 1>();
+    for (int64_t i = 0; i < s.numel(); ++i) {
+      const bool gone = !now.empty() && now[l][i].item<float>() == 0;
+      units.push_back({gone ? -INFINITY : acc[i] / static_cast<double>(w), l, i, head});
+    }
+  };
+  for (std::size_t l = 0; l < head_scores.size(); ++l) {
+    add(head_scores[l], heads_now, l, true, hm, heads_alive);
+    add(neuron_scores[l], neurons_now, l, false, nm, neurons_alive);
+  }
+  const auto target = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(total)));
+  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.per_weight < b.per_weight; });
+  int64_t removed = 0;
+  for (const auto& u : units) {
+    const int64_t w = u.head ? head_weights : neuron_weights;
+    if (removed + neuron_weights > target) break;  // not even a neuron fits any more
+    if (removed + w > target) continue;            // a head would overshoot: smaller units fill the rest
+    auto& alive = u.head ? heads_alive[u.layer] : neurons_alive[u.layer];
+    if (alive <= 1) continue;
+    (u.head ? hm : nm)[u.layer][u.index] = 0;
+    --alive;
+    removed += w;
+  }
+  return {hm, nm};
 }
 
 nn::BertClassifier clone(nn::BertClassifier& model) {
@@ -676,8 +738,15 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       unit_magnitudes(model, hs, ns);
     }
     const bool monotone = o.criterion != Criterion::Movement;
-    if (prunes_heads(o.granularity)) masks.heads = unit_masks(hs, masks.heads, s, monotone);
-    if (prunes_neurons(o.granularity)) masks.neurons = unit_masks(ns, masks.neurons, s, monotone);
+    if (o.joint) {
+      // Raw E|∂L/∂ξ| (a loss change, comparable between a head and a neuron), not normalised per layer.
+      std::tie(masks.heads, masks.neurons) =
+          joint_unit_masks(hacc, nacc, 4 * c.head_dim() * c.block_width(), 2 * c.block_width(), s, masks.heads,
+                           masks.neurons);
+    } else {
+      if (prunes_heads(o.granularity)) masks.heads = unit_masks(hs, masks.heads, s, monotone);
+      if (prunes_neurons(o.granularity)) masks.neurons = unit_masks(ns, masks.neurons, s, monotone);
+    }
     if (needs_grad_scores || o.criterion == Criterion::Entropy) {
       gates = install_gates(model, masks);
     } else {
@@ -685,9 +754,10 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     }
   };
 
-  auto fine_tune = [&](std::function<void(int64_t)> hook) {
-    if (o.train.epochs < 1) return;
+  auto fine_tune = [&](std::function<void(int64_t)> hook, int64_t epochs) {
+    if (epochs < 1) return;
     auto t = o.train;
+    t.epochs = epochs;
     t.after_backward = hook;
     model->layerdrop = o.layerdrop;
     result.fine_tuning.push_back(train::train_loop(model, data, t, loss));
@@ -711,7 +781,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     }
     masks.keep_layers = keep;
     apply_masks(model, masks);
-    fine_tune({});
+    fine_tune({}, o.train.epochs);
   } else if (o.schedule == Schedule::Cubic) {
     // Zhu & Gupta 2017: s_t = s_f · (1 − (1 − (t − t_i)/(t_f − t_i))³) between 10 % and 70 % of the
     // run, masks refreshed every update_every steps, the last 30 % at the final sparsity.
@@ -746,7 +816,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       current = s;
       torch::NoGradGuard ng;
       update_masks(s);
-    });
+    }, o.train.epochs);
     if (soft) {
       for (auto& d : denses) masks.weights[d.name] = mask_kernel(d.dense)->mask;
     } else if (current < o.sparsity) {
@@ -756,16 +826,17 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     const int64_t rounds = o.schedule == Schedule::Iterative ? o.steps : 1;
     if (regularize && o.schedule == Schedule::OneShot) {
       // L1/L2 one-shot: a regularised fine-tuning drives weights toward zero first.
-      fine_tune({});
+      fine_tune({}, o.train.epochs);
       penalty_on = false;
     }
     for (int64_t r = 1; r <= rounds; ++r) {
       if (needs_grad_scores) score_pass();
       update_masks(o.sparsity * static_cast<double>(r) / static_cast<double>(rounds));
       if (r == rounds) penalty_on = false;
-      fine_tune({});
+      fine_tune({}, o.train.epochs);
     }
   }
+  fine_tune({}, o.final_epochs);  // recovery at the final shape (0 for cubic: validate())
 
   // Finish: weight masks multiplied in; heads, neurons and layers removed physically.
   model->eval();

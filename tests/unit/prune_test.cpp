@@ -306,6 +306,55 @@ TEST(Prune, IterativeL1AndStructuredCubic) {
   EXPECT_NEAR(static_cast<double>(st.encoder_weights_after) / static_cast<double>(st.encoder_weights_before), 0.5, 0.01);
 }
 
+TEST(Prune, JointUnitMasksRankPerWeight) {
+  // Two layers of 2 heads (64 weights each) and 3 neurons (2 each): 268 weights. Score per weight,
+  // ascending: L1n1 .01, L0n0 .05, L0h0 .1, L1n0 .12, L1h0 .2, L0n1 .25, L1h1 .5, L0h1 1, L0n2 1.5, L1n2 2.
+  const std::vector<torch::Tensor> hs = {torch::tensor({6.4, 64.0}), torch::tensor({12.8, 32.0})};
+  const std::vector<torch::Tensor> ns = {torch::tensor({0.1, 0.5, 3.0}), torch::tensor({0.24, 0.02, 4.0})};
+  auto same = [](const torch::Tensor& m, std::vector<float> want) {
+    return torch::equal(m, torch::tensor(want));
+  };
+  // Half (134): the five cheapest units remove exactly 2 + 2 + 64 + 2 + 64.
+  auto [h, n] = prune::joint_unit_masks(hs, ns, 64, 2, 0.5);
+  EXPECT_TRUE(same(h[0], {0, 1}) && same(h[1], {0, 1}));
+  EXPECT_TRUE(same(n[0], {0, 1, 1}) && same(n[1], {0, 0, 1}));
+  // 100: L1h0 would overshoot (134) and is passed over; L0n1 fills; each layer keeps one neuron,
+  // so L0n2 and L1n2 stay although they are next. 72 removed, never more than the target.
+  std::tie(h, n) = prune::joint_unit_masks(hs, ns, 64, 2, 100.0 / 268);
+  EXPECT_TRUE(same(h[0], {0, 1}) && same(h[1], {1, 1}));
+  EXPECT_TRUE(same(n[0], {0, 0, 1}) && same(n[1], {0, 0, 1}));
+  // A unit already removed stays removed and counts: L1h1 (score .5) goes first.
+  const std::vector<torch::Tensor> hnow = {torch::tensor({1.0f, 1.0f}), torch::tensor({1.0f, 0.0f})};
+  std::tie(h, n) = prune::joint_unit_masks(hs, ns, 64, 2, 0.5, hnow, {});
+  EXPECT_TRUE(same(h[0], {0, 1}) && same(h[1], {1, 0}));
+  EXPECT_TRUE(same(n[0], {0, 1, 1}) && same(n[1], {0, 0, 1}));
+}
+
+TEST(Prune, JointTaylorAndFinalEpochs) {
+  // Iterative joint taylor pruning to half of the encoder weights (a head is 16 neurons' worth of
+  // weights here, so the target is met exactly), then one recovery epoch at the final shape.
+  auto m = ct::tiny_bert(12);
+  auto data = ct::tiny_sst2(32, 13);
+  auto r = prune::prune(m, data,
+                        prune::PruneOptions()
+                            .with_criterion(Criterion::Taylor)
+                            .with_granularity(Granularity::HeadsNeurons)
+                            .with_schedule(Schedule::Iterative)
+                            .with_steps(2)
+                            .with_final_epochs(1)
+                            .with_joint()
+                            .with_sparsity(0.5)
+                            .with_score_batches(2)
+                            .with_train(train::TrainOptions().with_epochs(1).with_batch_size(8)));
+  EXPECT_EQ(r.fine_tuning.size(), 3u);  // 2 steps + the recovery run
+  EXPECT_EQ(2 * r.encoder_weights_after, r.encoder_weights_before);
+  const auto& c = r.model->config();
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_GE(c.heads_at(i), 1);
+    EXPECT_GE(c.intermediate_at(i), 1);
+  }
+}
+
 // ---- LayerDrop ----
 
 TEST(Prune, LayerDropOnlyActsInTraining) {
@@ -356,11 +405,25 @@ TEST(Prune, OptionErrorsNameTheField) {
             std::string::npos);
   EXPECT_NE(ct::error_of([] { prune::PruneOptions().with_sparsity(1.0).validate(); }).find("sparsity"),
             std::string::npos);
+  EXPECT_NE(ct::error_of([] {
+              prune::PruneOptions().with_schedule(Schedule::Cubic).with_final_epochs(2).validate();
+            }).find("'final_epochs'"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] { prune::PruneOptions().with_final_epochs(-1).validate(); }).find("'final_epochs'"),
+            std::string::npos);
+  EXPECT_NE(ct::error_of([] {
+              prune::PruneOptions().with_criterion(Criterion::Taylor).with_granularity(Granularity::Heads).with_joint().validate();
+            }).find("'joint'"),
+            std::string::npos);
   EXPECT_NE(ct::error_of([] { prune::parse_granularity("rows"); }).find("heads+neurons"), std::string::npos);
   const auto dir = ct::scratch_dir("prune_recipe");
   condense::write_file_atomic(dir / "r.yaml", "prune: {criterion: magnitude, sparsity: 0.5, nm: two}\n");
   EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "r.yaml"); }).find("prune.nm"),
             std::string::npos);
+  condense::write_file_atomic(dir / "j.yaml", "prune: {criterion: taylor, granularity: heads+neurons, joint: true, final_epochs: 3}\n");
+  const auto jr = condense::pipeline::load_prune_recipe(dir / "j.yaml");
+  EXPECT_TRUE(jr.options.joint);
+  EXPECT_EQ(jr.options.final_epochs, 3);
   condense::write_file_atomic(dir / "s.yaml", "prune: {criterion: magnitude, sparsty: 0.5}\n");
   EXPECT_NE(ct::error_of([&] { condense::pipeline::load_prune_recipe(dir / "s.yaml"); }).find("sparsty"),
             std::string::npos);

@@ -20,8 +20,8 @@ struct PruneArgs {
   std::string criterion, granularity, schedule, nm, layer_select;
   double sparsity = 0.5, regularization = 0, layerdrop = 0, alpha = 0.5, temperature = 2.0, soft_threshold = 0.1,
          soft_lambda = 400;
-  bool global = false, dense = false;
-  int64_t depth = 0, steps = 4, update_every = 50, score_batches = 32;
+  bool global = false, dense = false, joint = false;
+  int64_t depth = 0, steps = 4, final_epochs = 0, update_every = 50, score_batches = 32;
 };
 
 pipeline::PruneRecipe resolve(const PruneArgs& a, const CLI::App& sub) {
@@ -36,6 +36,8 @@ pipeline::PruneRecipe resolve(const PruneArgs& a, const CLI::App& sub) {
   if (given("--depth")) o.depth = a.depth;
   if (given("--layer-select")) o.layer_select = a.layer_select;
   if (given("--steps")) o.steps = a.steps;
+  if (given("--final-epochs")) o.final_epochs = a.final_epochs;
+  if (given("--joint")) o.joint = true;
   if (given("--update-every")) o.update_every = a.update_every;
   if (given("--score-batches")) o.score_batches = a.score_batches;
   if (given("--regularization")) o.regularization = a.regularization;
@@ -114,6 +116,8 @@ void run(const PruneArgs& a, const CLI::App& sub) {
                                               ? std::vector<int64_t>(c.num_hidden_layers, c.intermediate_size)
                                               : c.layer_intermediate},
                    {"fine_tune_epochs", o.train.epochs},
+                   {"final_epochs", o.final_epochs},
+                   {"joint", o.joint},
                    {"fine_tune_bf16", o.train.bf16},
                    {"fine_tune_seconds", fine_tune_seconds},
                    {"train_examples", train_set.examples.size()},
@@ -169,6 +173,9 @@ void add_prune(CLI::App& app) {
   sub->add_option("--layer-select", a->layer_select, "Layers: importance or every-other (default importance)");
   sub->add_option("--schedule", a->schedule, "oneshot, iterative or cubic (default oneshot)");
   sub->add_option("--steps", a->steps, "Iterative: pruning steps (default 4)");
+  sub->add_option("--final-epochs", a->final_epochs,
+                  "One-shot/iterative/layers: further fine-tuning epochs after the last step (default 0)");
+  sub->add_flag("--joint", a->joint, "heads+neurons with taylor: rank heads and neurons together per weight");
   sub->add_option("--update-every", a->update_every, "Cubic: optimizer steps between mask updates (default 50)");
   sub->add_option("--score-batches", a->score_batches, "Batches for taylor/entropy/layer scores (default 32)");
   sub->add_option("--regularization", a->regularization, "l1/l2: penalty weight on the summed encoder weights");

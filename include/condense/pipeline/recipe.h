@@ -96,7 +96,7 @@ QuantizeRecipe load_quantize_recipe(const std::filesystem::path& path);
 ///
 /// ```yaml
 /// prune: {criterion: movement, granularity: unstructured, sparsity: 0.9, global: false,
-///         schedule: cubic, update_every: 50, steps: 4, nm: "2:4", depth: 3,
+///         schedule: cubic, update_every: 50, steps: 4, final_epochs: 0, joint: false, nm: "2:4", depth: 3,
 ///         layer_select: importance, regularization: 1.0e-5, score_batches: 32, layerdrop: 0,
 ///         soft_threshold: 0.1, soft_lambda: 400}                 # soft-movement only
 /// train: {epochs: 3, learning_rate: 3.0e-5, batch_size: 32}   # fine-tuning while/after pruning

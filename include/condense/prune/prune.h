@@ -70,8 +70,8 @@ struct PruneOptions {
   Granularity granularity = Granularity::Unstructured;
   /// Fraction removed: unstructured and N:M — of the encoder's linear weights; heads — of the
   /// attention weights; neurons — of the FFN weights; heads+neurons — of all encoder linear weights
-  /// (heads and neurons ranked together by importance per weight for taylor and movement, the same
-  /// fraction of each otherwise). Ignored for layers (see depth) and N:M (1 − n/m).
+  /// (the same fraction of the heads and of the neurons, or, with `joint`, whichever units are worth least
+  /// per weight). Ignored for layers (see depth) and N:M (1 − n/m).
   double sparsity = 0.5;
   /// Unstructured: one threshold over all encoder weights instead of one per matrix.
   bool global = false;
@@ -83,6 +83,16 @@ struct PruneOptions {
   std::string layer_select = "importance";
   Schedule schedule = Schedule::OneShot;
   int64_t steps = 4;          ///< iterative: pruning steps, each followed by train.epochs of fine-tuning
+  /// One-shot, iterative and layers: epochs of further fine-tuning at the final shape, after the
+  /// last step's train.epochs (the recovery fine-tuning CoFi, Xia et al. 2022, runs after pruning
+  /// with distillation). Lets a run spend little between steps and more on the model it keeps.
+  int64_t final_epochs = 0;
+  /// Heads+neurons with taylor: rank heads and neurons together, by Michel et al.'s estimate of the
+  /// loss change when a unit's gate goes to 0 (E|∂L/∂ξ|, not normalised per layer) divided by the
+  /// encoder weights the unit holds (a head 4·head_dim·width, a neuron 2·width), and remove the
+  /// cheapest until `sparsity` of the weights is gone; so the split between attention and FFN, and
+  /// between layers, follows the scores instead of half of each. See joint_unit_masks().
+  bool joint = false;
   int64_t update_every = 50;  ///< cubic: optimizer steps between mask updates
   double regularization = 1e-4;  ///< λ of the l1 / l2 criteria
   /// soft-movement: final threshold on σ(S) and final λ of mean σ(S) (the paper's scripts: 0.1, and
@@ -103,6 +113,8 @@ struct PruneOptions {
   PruneOptions& with_layer_select(std::string v) { layer_select = std::move(v); return *this; }
   PruneOptions& with_schedule(Schedule v) { schedule = v; return *this; }
   PruneOptions& with_steps(int64_t v) { steps = v; return *this; }
+  PruneOptions& with_final_epochs(int64_t v) { final_epochs = v; return *this; }
+  PruneOptions& with_joint(bool v = true) { joint = v; return *this; }
   PruneOptions& with_update_every(int64_t v) { update_every = v; return *this; }
   PruneOptions& with_regularization(double v) { regularization = v; return *this; }
   PruneOptions& with_soft_threshold(double v) { soft_threshold = v; return *this; }
@@ -141,6 +153,17 @@ std::map<std::string, torch::Tensor> unstructured_masks(const std::map<std::stri
                                                         double sparsity, bool global);
 /// N:M masks: in each group of m consecutive entries along the input dimension keep the n best.
 torch::Tensor nm_mask(const torch::Tensor& score, int64_t n, int64_t m);
+
+/// Joint head and neuron masks (PruneOptions::joint): per layer, head scores [heads] and neuron
+/// scores [intermediate] (loss change estimates, higher = more important) and the weights one head
+/// and one neuron hold. Units are removed in ascending score / weights order until `sparsity` of
+/// all their weights is removed, never more (a head that would overshoot is passed over for
+/// smaller units); every layer keeps at least one head and one neuron. Units already 0 in
+/// `heads_now` / `neurons_now` (empty = none) stay removed and count toward the target.
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> joint_unit_masks(
+    const std::vector<torch::Tensor>& head_scores, const std::vector<torch::Tensor>& neuron_scores, int64_t head_weights,
+    int64_t neuron_weights, double sparsity, const std::vector<torch::Tensor>& heads_now = {},
+    const std::vector<torch::Tensor>& neurons_now = {});
 
 /// A new model without the masked heads, neurons and layers: linear layers rebuilt smaller, the
 /// config recording per-layer heads and FFN widths. Its outputs equal the gated model's.
