@@ -52,7 +52,9 @@ ROWS="${*:-$ALL_ROWS}"
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
 
 for seed in $SEEDS; do
-  CONDENSE_SEEDS="$seed" CONDENSE_NEED_ROWS=kd-3 bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
+  # The seed's teacher always (every row distils from it); the student only when it is pruned.
+  need=""; [[ " $MODELS " == *" kd-3 "* ]] && need=kd-3
+  CONDENSE_SEEDS="$seed" CONDENSE_NEED_ROWS="$need" bash "$HERE/distill_methods.sh" "$OUT" "$TASK" kd-3
   d="$OUT/$TASK/seed$seed"
   if [[ " $MODELS " == *" teacher-ld "* ]] && [ ! -f "$d/teacher-ld/metrics.json" ]; then
     # The distillation sweep's teacher recipe, with LayerDrop (Fan et al. 2020) at p = 0.2.
