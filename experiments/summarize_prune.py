@@ -34,6 +34,8 @@ ROWS = [
     ("heads+neurons-50", "heads + FFN neurons, 50 % of encoder weights"),
     ("heads+neurons-lkd-50", "heads + FFN neurons, 50 %, with layer-wise (hidden-state) distillation"),
     ("heads+neurons-lkd-50-2x-bf16", "the same, 2x budget (8k sentences), bf16 autocast"),
+    ("heads+neurons-lkd-50-rec4", "the same budget split 1 epoch per step + 4 at the final shape (recovery)"),
+    ("heads+neurons-lkd-50-joint", "layer-wise KD, heads and neurons ranked jointly per weight"),
     ("depth-4", "4 layers kept (every other), no retraining"),
     ("depth-3", "3 layers kept (every other), no retraining"),
     ("depth-2", "2 layers kept (every other), no retraining"),
