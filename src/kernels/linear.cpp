@@ -54,6 +54,23 @@ dnnl::stream& stream() {
 }
 }  // namespace
 
+bool bf16_products_supported() {
+  // Asking oneDNN is the only answer that matches what Linear will get (ISA caps included).
+  static const bool ok = [] {
+    using dt = dnnl::memory::data_type;
+    using tag = dnnl::memory::format_tag;
+    try {
+      dnnl::matmul::desc desc(dnnl::memory::desc({16, 16}, dt::bf16, tag::ab), dnnl::memory::desc({16, 16}, dt::bf16, tag::any),
+                              dnnl::memory::desc({16, 16}, dt::f32, tag::ab));
+      dnnl::matmul::primitive_desc pd(desc, engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 void linear_ref(const float* x, int64_t m, const LinearWeights& w, float* y) {
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < w.n; ++j) {

@@ -228,12 +228,19 @@ struct Builder {
   k::LinearType type_of(const DenseSpec& d) const {
     switch (precision) {
       case Precision::F32: return k::LinearType::F32;
-      case Precision::BF16: return k::LinearType::BF16;
+      case Precision::BF16:
+        CONDENSE_CHECK(k::bf16_products_supported(),
+                       "precision bf16 needs a CPU with AVX-512 (oneDNN has no bf16 product for this one, ISA {}); "
+                       "use fp32 or int8",
+                       k::to_string(k::active_isa()));
+        return k::LinearType::BF16;
       case Precision::Int8: return k::LinearType::S8;
       case Precision::Auto:
         if (stored_int8(d) && qm->options.activations != quantize::Activations::None) return k::LinearType::S8;
-        // bf16-stored layers run in bf16 as the quantize stage does (bf16 inputs, fp32 accumulation).
-        if (d.q != nullptr && !d.gated && d.q->weight.scheme.method == quantize::Method::BFloat16) return k::LinearType::BF16;
+        // bf16-stored layers run in bf16 as the quantize stage does (bf16 inputs, fp32 accumulation);
+        // on a CPU without bf16 products, in fp32 on the same (bf16-valued) weights.
+        if (d.q != nullptr && !d.gated && d.q->weight.scheme.method == quantize::Method::BFloat16)
+          return k::bf16_products_supported() ? k::LinearType::BF16 : k::LinearType::F32;
         return k::LinearType::F32;
     }
     return k::LinearType::F32;

@@ -8,6 +8,7 @@
 
 #include "condense/factorize/factorize.h"
 #include "condense/kernels/isa.h"
+#include "condense/kernels/linear.h"
 #include "condense/kernels/transformer.h"
 #include "condense/nn/checkpoint.h"
 #include "condense/quantize/quantize.h"
@@ -139,16 +140,25 @@ TEST(RuntimeEngine, Bf16AndInt8AtLoadStayCloseToFp32) {
   auto data = ct::tiny_sst2(24, 4);
   auto m = wide_model(9);
   auto want = ct::tiny_logits(m, data);
-  if (static_cast<int>(condense::kernels::active_isa()) >= static_cast<int>(condense::kernels::Isa::Avx512)) {
+  auto mb = wide_model(9);
+  auto qb = q::apply(mb, q::QuantizeOptions().with_weights(q::Scheme().with_method(q::Method::BFloat16).with_bits(16)));
+  const auto wb = ct::tiny_logits(mb, data);
+  if (!condense::kernels::bf16_products_supported()) {
+    // Without bf16 products (AVX2 CPUs): asking for bf16 is one clear error; a bf16 folder runs
+    // its bf16-valued weights in fp32 and stays as close to the quantize stage's model.
+    EXPECT_NE(ct::error_of([&] { Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::BF16)); })
+                  .find("precision bf16 needs a CPU with AVX-512"),
+              std::string::npos);
+    auto es = Engine::from_model(mb, &qb, {});
+    EXPECT_EQ(es.precision(), "fp32 12 products, attention fp32");
+    EXPECT_LT(ct::max_diff(engine_logits(es, data), wb), 3e-2 * scale_of(wb));
+  } else {
     auto eb = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::BF16));
     EXPECT_EQ(eb.precision(), "bf16 12 products, attention " + low_attention());
     EXPECT_LT(ct::max_diff(engine_logits(eb, data), want), 3e-2 * scale_of(want));
     // A folder quantized to bf16 runs its products in bf16 as stored (auto), like the quantize stage.
-    auto mb = wide_model(9);
-    auto qb = q::apply(mb, q::QuantizeOptions().with_weights(q::Scheme().with_method(q::Method::BFloat16).with_bits(16)));
     auto es = Engine::from_model(mb, &qb, {});
     EXPECT_EQ(es.precision(), "bf16 12 products, attention " + low_attention());
-    const auto wb = ct::tiny_logits(mb, data);
     EXPECT_LT(ct::max_diff(engine_logits(es, data), wb), 3e-2 * scale_of(wb));
   }
   auto ei = Engine::from_model(m, nullptr, EngineOptions().with_precision(Precision::Int8));

@@ -28,6 +28,10 @@ struct LinearWeights {
   Epilogue epilogue = Epilogue::None;
 };
 
+/// Whether oneDNN has a bf16 matmul for this CPU (AVX-512 and up, within CONDENSE_ISA); without
+/// one a BF16 Linear cannot be built, and the runtime runs bf16-stored layers in fp32.
+bool bf16_products_supported();
+
 /// The scalar twin for F32: y[m, n] = epilogue(Σₖ x[m, k] w[n, k] + bias[n]).
 void linear_ref(const float* x, int64_t m, const LinearWeights& w, float* y);
 
