@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 #include "condense/core/error.h"
@@ -239,38 +240,55 @@ std::vector<double> layer_importance(nn::BertClassifier& model, const std::vecto
 
 // Keeps the `keep` highest-scoring units over all layers with at least one per layer; units
 // already pruned (mask 0) stay pruned when `monotone`.
+// One prunable unit (head or neuron) of a mask group (a layer's heads, or its neurons).
+struct Unit {
+  double per_weight;  // score / weights; −inf for a unit already removed
+  std::size_t group;
+  int64_t index;
+  int64_t weights;
+};
+
+// Appends group `group`'s units with their scores divided by `weights`; with `keep_removed`, a unit
+// 0 in `current` (when given) is ranked first so that it stays removed. Returns its all-ones mask.
+torch::Tensor add_units(const torch::Tensor& scores, const torch::Tensor* current, std::size_t group, int64_t weights,
+                        bool keep_removed, std::vector<Unit>& units) {
+  auto s = scores.to(torch::kDouble).contiguous();
+  auto acc = s.accessor<double, 1>();
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    const bool gone = keep_removed && current != nullptr && (*current)[i].item<float>() == 0;
+    units.push_back({gone ? -INFINITY : acc[i] / static_cast<double>(weights), group, i, weights});
+  }
+  return torch::ones({s.numel()});
+}
+
+// Zeroes units in ascending per-weight order while the removed weights stay within `target`
+// (a unit that would overshoot is passed over for smaller ones), keeping one unit in every group.
+void remove_cheapest(std::vector<Unit> units, std::vector<torch::Tensor>& masks, int64_t target) {
+  std::vector<int64_t> alive;
+  for (const auto& m : masks) alive.push_back(m.numel());
+  int64_t smallest = INT64_MAX;
+  for (const auto& u : units) smallest = std::min(smallest, u.weights);
+  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.per_weight < b.per_weight; });
+  int64_t removed = 0;
+  for (const auto& u : units) {
+    if (removed + smallest > target) break;  // not even the smallest unit fits any more
+    if (removed + u.weights > target || alive[u.group] <= 1) continue;
+    masks[u.group][u.index] = 0;
+    --alive[u.group];
+    removed += u.weights;
+  }
+}
+
 std::vector<torch::Tensor> unit_masks(const std::vector<torch::Tensor>& scores, const std::vector<torch::Tensor>& current,
                                       double sparsity, bool monotone) {
-  int64_t total = 0;
-  for (const auto& s : scores) total += s.numel();
-  const int64_t to_prune = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(total)));
-  struct Unit {
-    double score;
-    std::size_t layer;
-    int64_t index;
-  };
   std::vector<Unit> units;
   std::vector<torch::Tensor> masks;
-  std::vector<int64_t> alive;
+  int64_t total = 0;
   for (std::size_t l = 0; l < scores.size(); ++l) {
-    auto s = scores[l].to(torch::kDouble).contiguous();
-    masks.push_back(torch::ones({s.numel()}));
-    alive.push_back(s.numel());
-    for (int64_t i = 0; i < s.numel(); ++i) {
-      double v = s[i].item<double>();
-      if (monotone && !current.empty() && current[l][i].item<float>() == 0) v = -INFINITY;
-      units.push_back({v, l, i});
-    }
+    masks.push_back(add_units(scores[l], current.empty() ? nullptr : &current[l], l, 1, monotone, units));
+    total += scores[l].numel();
   }
-  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.score < b.score; });
-  int64_t pruned = 0;
-  for (const auto& u : units) {
-    if (pruned >= to_prune) break;
-    if (alive[u.layer] <= 1) continue;
-    masks[u.layer][u.index] = 0;
-    --alive[u.layer];
-    ++pruned;
-  }
+  remove_cheapest(std::move(units), masks, std::llround(sparsity * static_cast<double>(total)));
   return masks;
 }
 
@@ -353,47 +371,20 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> joint_unit_mas
   CONDENSE_CHECK(head_scores.size() == neuron_scores.size(), "joint_unit_masks: {} layers of head scores, {} of neuron scores",
                  head_scores.size(), neuron_scores.size());
   CONDENSE_CHECK(head_weights > 0 && neuron_weights > 0, "joint_unit_masks: unit weights must be > 0");
-  struct Unit {
-    double per_weight;
-    std::size_t layer;
-    int64_t index;
-    bool head;
-  };
+  // Groups 0..L−1 are the layers' heads, L..2L−1 their neurons.
+  const std::size_t L = head_scores.size();
   std::vector<Unit> units;
-  std::vector<torch::Tensor> hm, nm;
-  std::vector<int64_t> heads_alive, neurons_alive;
+  std::vector<torch::Tensor> masks(2 * L);
   int64_t total = 0;
-  auto add = [&](const torch::Tensor& scores, const std::vector<torch::Tensor>& now, std::size_t l, bool head,
-                 std::vector<torch::Tensor>& masks, std::vector<int64_t>& alive) {
-    auto s = scores.to(torch::kDouble).contiguous();
-    const int64_t w = head ? head_weights : neuron_weights;
-    masks.push_back(torch::ones({s.numel()}));
-    alive.push_back(s.numel());
-    total += s.numel() * w;
-    auto acc = s.accessor<double, 1>();
-    for (int64_t i = 0; i < s.numel(); ++i) {
-      const bool gone = !now.empty() && now[l][i].item<float>() == 0;
-      units.push_back({gone ? -INFINITY : acc[i] / static_cast<double>(w), l, i, head});
-    }
-  };
-  for (std::size_t l = 0; l < head_scores.size(); ++l) {
-    add(head_scores[l], heads_now, l, true, hm, heads_alive);
-    add(neuron_scores[l], neurons_now, l, false, nm, neurons_alive);
+  for (std::size_t l = 0; l < L; ++l) {
+    masks[l] = add_units(head_scores[l], heads_now.empty() ? nullptr : &heads_now[l], l, head_weights, true, units);
+    masks[L + l] =
+        add_units(neuron_scores[l], neurons_now.empty() ? nullptr : &neurons_now[l], L + l, neuron_weights, true, units);
+    total += head_scores[l].numel() * head_weights + neuron_scores[l].numel() * neuron_weights;
   }
-  const auto target = static_cast<int64_t>(std::llround(sparsity * static_cast<double>(total)));
-  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.per_weight < b.per_weight; });
-  int64_t removed = 0;
-  for (const auto& u : units) {
-    const int64_t w = u.head ? head_weights : neuron_weights;
-    if (removed + neuron_weights > target) break;  // not even a neuron fits any more
-    if (removed + w > target) continue;            // a head would overshoot: smaller units fill the rest
-    auto& alive = u.head ? heads_alive[u.layer] : neurons_alive[u.layer];
-    if (alive <= 1) continue;
-    (u.head ? hm : nm)[u.layer][u.index] = 0;
-    --alive;
-    removed += w;
-  }
-  return {hm, nm};
+  remove_cheapest(std::move(units), masks, std::llround(sparsity * static_cast<double>(total)));
+  return {std::vector<torch::Tensor>(masks.begin(), masks.begin() + static_cast<std::ptrdiff_t>(L)),
+          std::vector<torch::Tensor>(masks.begin() + static_cast<std::ptrdiff_t>(L), masks.end())};
 }
 
 nn::BertClassifier clone(nn::BertClassifier& model) {
