@@ -33,8 +33,9 @@ esac
 # Row names: <criterion>-<sparsity %> (unstructured, cubic schedule), <units>-<% of encoder weights>
 # (structured, physically removed), nm-2-4; depth-N (every-other layers kept, no retraining: the
 # LayerDrop comparison, on "teacher-ld" — the teacher fine-tuned with LayerDrop 0.2 — and on the
-# plain teacher; depth-N-imp keeps the N layers of highest Michel et al. importance instead); svd-rR / svd-eE (low rank at rank R or energy E %), albert-eE (factorized
-# embeddings), share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets);
+# plain teacher; depth-N-imp keeps the N layers whose removal alone costs the most loss instead);
+# svd-rR / svd-eE (low rank at rank R or energy E %), albert-eE (factorized embeddings),
+# share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets);
 # soft-movement-lL (Sanh et al.'s soft movement at final λ = L: the sparsity is its result); a row
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
 # sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
@@ -117,8 +118,7 @@ for seed in $SEEDS; do
         neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;
         neurons-50) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.75 ;;
         nm-2-4)     "$CLI" "${p[@]}" --recipe $R/nm-2-4.yaml ;;
-        depth-*-imp) d_="${name#depth-}"
-                    "$CLI" "${p[@]}" --granularity layers --depth "${d_%-imp}" --layer-select importance ;;
+        depth-*-imp) "$CLI" "${p[@]}" --granularity layers --depth "${name//[!0-9]/}" --layer-select importance ;;
         depth-*)    "$CLI" "${p[@]}" --granularity layers --depth "${row#depth-}" --layer-select every-other ;;
         svd-r*|svd-e*|albert-e*|share-*|hash-*)
           f=(--model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed"

@@ -238,8 +238,6 @@ std::vector<double> layer_importance(nn::BertClassifier& model, const std::vecto
   return out;
 }
 
-// Keeps the `keep` highest-scoring units over all layers with at least one per layer; units
-// already pruned (mask 0) stay pruned when `monotone`.
 // One prunable unit (head or neuron) of a mask group (a layer's heads, or its neurons).
 struct Unit {
   double per_weight;  // score / weights; −inf for a unit already removed
@@ -254,8 +252,10 @@ torch::Tensor add_units(const torch::Tensor& scores, const torch::Tensor* curren
                         bool keep_removed, std::vector<Unit>& units) {
   auto s = scores.to(torch::kDouble).contiguous();
   auto acc = s.accessor<double, 1>();
+  const bool check = keep_removed && current != nullptr;
+  auto now = check ? current->to(torch::kFloat).contiguous() : torch::Tensor();
   for (int64_t i = 0; i < s.numel(); ++i) {
-    const bool gone = keep_removed && current != nullptr && (*current)[i].item<float>() == 0;
+    const bool gone = check && now.data_ptr<float>()[i] == 0;
     units.push_back({gone ? -INFINITY : acc[i] / static_cast<double>(weights), group, i, weights});
   }
   return torch::ones({s.numel()});
@@ -279,6 +279,8 @@ void remove_cheapest(std::vector<Unit> units, std::vector<torch::Tensor>& masks,
   }
 }
 
+// Removes the lowest-scoring `sparsity` of all units over all layers, keeping at least one per layer;
+// units already pruned (mask 0) stay pruned when `monotone`.
 std::vector<torch::Tensor> unit_masks(const std::vector<torch::Tensor>& scores, const std::vector<torch::Tensor>& current,
                                       double sparsity, bool monotone) {
   std::vector<Unit> units;
