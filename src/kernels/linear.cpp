@@ -35,7 +35,8 @@ dnnl::engine& engine() {
       case Isa::Generic: cap = dnnl::cpu_isa::sse41; break;
       case Isa::Avx2: cap = dnnl::cpu_isa::avx2; break;
       case Isa::Avx512: cap = dnnl::cpu_isa::avx512_core; break;
-      case Isa::Avx512Vnni: break;
+      case Isa::Avx512Vnni: cap = dnnl::cpu_isa::avx512_core_bf16; break;
+      case Isa::Avx512Amx: break;
     }
     if (cap != dnnl::cpu_isa::all) {
       try {

@@ -127,6 +127,8 @@ INSTANTIATE_TEST_SUITE_P(Isa, PerIsa, ::testing::Values(k::Isa::Generic, k::Isa:
 TEST(KernelsAttentionBf16, MatchesItsTwinAndStaysCloseToFp32) {
   if (!k::attention_bf16_supported(32)) GTEST_SKIP() << "no AVX-512 BF16 at the active ISA level";
   EXPECT_FALSE(k::attention_bf16_supported(20));  // head widths must be multiples of 16
+  // At the AMX level widths 32 and 64 run on tiles and 16 and 48 on VDPBF16PS (the capped_avx512_vnni
+  // run takes VDPBF16PS for all); lengths cross the 16-query and 32-key tile edges.
   for (int64_t d : {32, 64, 16, 48}) {
     for (int64_t len : {1, 2, 7, 17, 33, 128}) {
       const int64_t heads = 2, inner = heads * d, ld = 3 * inner;
@@ -154,6 +156,8 @@ TEST(KernelsAttentionBf16, MatchesItsTwinAndStaysCloseToFp32) {
 
 TEST(KernelsIsa, ParsesNamesAndActiveNeverExceedsTheCpu) {
   EXPECT_EQ(k::parse_isa("avx2"), k::Isa::Avx2);
+  EXPECT_EQ(k::parse_isa("avx512_amx"), k::Isa::Avx512Amx);
+  EXPECT_STREQ(k::to_string(k::Isa::Avx512Amx), "avx512_amx");
   EXPECT_THROW(k::parse_isa("sse9"), std::invalid_argument);
   EXPECT_TRUE(k::cpu_supports(k::active_isa()));
   EXPECT_TRUE(k::cpu_supports(k::Isa::Generic));
