@@ -12,7 +12,7 @@
 namespace {
 
 void shape_args(benchmark::internal::Benchmark* b) {
-  for (int64_t m : {128, 4096}) {
+  for (int64_t m : {32, 128, 4096}) {
     for (auto [k, n] : {std::pair<int64_t, int64_t>{384, 384}, {384, 1536}, {1536, 384}}) b->Args({m, k, n});
   }
   b->ArgNames({"M", "K", "N"})->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -38,6 +38,26 @@ void BM_Fp32(benchmark::State& s) {
   torch::NoGradGuard g;
   auto x = torch::randn({m, k}), w = torch::randn({n, k}) * 0.05, b = torch::randn({n});
   for (auto _ : s) benchmark::DoNotOptimize(torch::nn::functional::linear(x, w, b));
+  set_counters(s, m, k, n);
+}
+
+// The runtime's fp32 Linear (oneDNN matmul, weights packed once), beside LibTorch's (MKL) above.
+void BM_Fp32Linear(benchmark::State& s) {
+  const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
+  namespace ck = condense::kernels;
+  auto x = torch::randn({m, k}), w = torch::randn({n, k}) * 0.05, b = torch::randn({n});
+  ck::LinearWeights lw;
+  lw.n = n;
+  lw.k = k;
+  lw.w = w.data_ptr<float>();
+  lw.bias = b.data_ptr<float>();
+  ck::Linear lin(lw);
+  auto y = torch::empty({m, n});
+  for (auto _ : s) {
+    lin.run(x.data_ptr<float>(), m, y.data_ptr<float>());
+    benchmark::DoNotOptimize(y.data_ptr<float>());
+  }
+  s.SetLabel(lin.implementation());
   set_counters(s, m, k, n);
 }
 
@@ -118,6 +138,7 @@ void BM_Int8Epilogue(benchmark::State& s) {
 }
 
 BENCHMARK(BM_Fp32)->Apply(shape_args);
+BENCHMARK(BM_Fp32Linear)->Apply(shape_args);
 BENCHMARK(BM_Int8Torch)->Apply(shape_args);
 BENCHMARK(BM_Bf16)->Apply(shape_args);
 BENCHMARK(BM_Int8)->Apply(shape_args);
