@@ -1,6 +1,7 @@
 // Linear layers at BERT-base-384 shapes: fp32 (LibTorch/MKL), bf16 (LibTorch/oneDNN) and int8
-// (kernels::Int8Gemm on oneDNN, activation quantization included), so the choice of int8 backend
-// and the bf16 path rest on a measurement. Build: cmake --build build --target linear_bench;
+// (kernels::Int8Gemm: oneDNN, or condense's AMX tile kernel where the CPU has AMX; activation
+// quantization included), so the choice of int8 backend and the bf16 path rest on a measurement.
+// CONDENSE_INT8_BACKEND=onednn keeps Int8Gemm and Linear on oneDNN for an A/B on AMX machines. Build: cmake --build build --target linear_bench;
 // run: build/linear_bench --benchmark_counters_tabular=true. Counter GOPS = 2·M·N·K / time.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <benchmark/benchmark.h>
@@ -10,6 +11,13 @@
 #include "condense/kernels/linear.h"
 
 namespace {
+
+// Products condense runs itself (int8 on AMX tiles) spread over LibTorch's threads, as in the runtime.
+const bool kParallel = [] {
+  condense::kernels::set_parallel_for(
+      [](int64_t n, const std::function<void(int64_t, int64_t)>& body) { at::parallel_for(0, n, 1, body); });
+  return true;
+}();
 
 void shape_args(benchmark::internal::Benchmark* b) {
   for (int64_t m : {32, 128, 4096}) {
@@ -111,8 +119,9 @@ void BM_Int8Torch(benchmark::State& s) {  // the same through LibTorch's oneDNN 
   set_counters(s, m, k, n);
 }
 
-// The FFN input's product alone (codes ready, no quantization) with and without oneDNN's fused
-// erf-GELU post-op, to price the epilogue on the 4x wider output (arg E: 0 none, 1 GELU).
+// The products alone (codes ready, no quantization): the FFN input's with and without the fused
+// erf-GELU epilogue, to price it on the 4x wider output (arg E: 0 none, 1 GELU), the FFN
+// output's and the fused QKV's.
 void BM_Int8Epilogue(benchmark::State& s) {
   const int64_t m = s.range(0), k = s.range(1), n = s.range(2);
   namespace ck = condense::kernels;
@@ -145,6 +154,8 @@ BENCHMARK(BM_Int8)->Apply(shape_args);
 BENCHMARK(BM_Int8Epilogue)
     ->Args({4096, 384, 1536, 0})
     ->Args({4096, 384, 1536, 1})
+    ->Args({4096, 1536, 384, 0})
+    ->Args({4096, 384, 1152, 0})
     ->ArgNames({"M", "K", "N", "E"})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();

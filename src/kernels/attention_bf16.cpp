@@ -20,6 +20,7 @@
 #define CONDENSE_ISA_NS avx512bf16
 #include "transformer_body.h"
 
+#include "amx.h"
 #include "condense/kernels/transformer.h"
 
 #include <stdexcept>
@@ -130,12 +131,6 @@ void attention(const float* q, const float* k, const float* v, int64_t ld, int64
 // The AMX kernel: 16 queries at a time. Tiles (all 16 rows × 64 bytes): 0-1 the queries' bf16
 // (head columns 0-31, 32-63), then the P·V accumulators 0-3 (16 head columns each); 4 a tile of
 // probabilities; 5 a tile of V pairs; 6 a block of 16 × 16 scores; 7 a tile of Kᵀ pairs.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1, start_row = 0, reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 template <int64_t D>
 void attention_amx(const float* q, const float* k, const float* v, int64_t ld, int64_t len, float scale, float* out,
                    int64_t ld_out, float* scratch) {
@@ -148,12 +143,7 @@ void attention_amx(const float* q, const float* k, const float* v, int64_t ld, i
   auto* qb = pb + 16 * lp;                                // 16 × D scaled queries in bf16
   float* o = reinterpret_cast<float*>(qb + 16 * D);       // 16 × D unnormalised context
   pack_pairs(k, v, ld, len, D, lp, kp, vp);
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  _tile_loadconfig(&cfg);
+  amx::configure_16x64();
   const __m512 vscale = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
   for (int64_t i0 = 0; i0 < len; i0 += 16) {
     const int64_t rows = std::min<int64_t>(16, len - i0);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "int8_amx.h"
 #include "condense/kernels/int8_gemm.h"
 #include "condense/kernels/isa.h"
 #include "condense/kernels/transformer.h"
@@ -53,7 +55,20 @@ dnnl::stream& stream() {
   thread_local dnnl::stream s(engine());
   return s;
 }
+
+ParallelFor g_parallel_for = nullptr;  // set_parallel_for
 }  // namespace
+
+void set_parallel_for(ParallelFor fn) { g_parallel_for = fn; }
+
+void run_parallel(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
+  if (n <= 0) return;
+  if (g_parallel_for != nullptr) {
+    g_parallel_for(n, body);
+  } else {
+    body(0, n);
+  }
+}
 
 bool bf16_products_supported() {
   // Asking oneDNN is the only answer that matches what Linear will get (ISA caps included).
@@ -108,6 +123,7 @@ struct Linear::Impl {
   std::map<int64_t, Prim> prims;  // by m
   std::vector<std::pair<dnnl::memory::desc, std::unique_ptr<dnnl::memory>>> packed;  // weights per layout
   std::string impl_name;
+  std::unique_ptr<AmxInt8> amx;  // int8 on AMX tiles where the shape fits (then oneDNN is not used)
   // Without VNNI, oneDNN's u8×s8 kernels add pairs of products in int16 (vpmaddubsw), which
   // saturates: 255·127·2 > 32767. Split, the input is x = lo + 128·hi with lo < 128 and hi ∈ {0, 1};
   // both products then stay below 2¹⁵ and their sum is the exact integer product.
@@ -183,6 +199,14 @@ Linear::Linear(const LinearWeights& w) : impl_(std::make_unique<Impl>()), type_(
   impl_->split = w.type == LinearType::S8 && static_cast<int>(active_isa()) < static_cast<int>(Isa::Avx512Vnni);
   if (w.type == LinearType::S8) {
     if (w.w_s8 == nullptr || w.scales == nullptr) throw std::invalid_argument("Linear: int8 needs codes and scales");
+    // CONDENSE_INT8_BACKEND=onednn keeps oneDNN where the AMX kernel would fit (A/B measurements).
+    const char* backend = std::getenv("CONDENSE_INT8_BACKEND");
+    const bool onednn_only = backend != nullptr && std::strcmp(backend, "onednn") == 0;
+    if (active_isa() == Isa::Avx512Amx && AmxInt8::fits(w.n, w.k) && !onednn_only) {
+      impl_->amx = std::make_unique<AmxInt8>(w.w_s8, w.n, w.k, w.scales, w.bias, w.epilogue);
+      impl_->impl_name = "condense:amx_int8";
+      return;
+    }
     impl_->ws.assign(w.w_s8, w.w_s8 + nk);
     impl_->scales.assign(w.scales, w.scales + w.n);
   } else {
@@ -227,6 +251,10 @@ void Linear::run(const uint16_t* x, int64_t m, float* y) const {
 void Linear::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const {
   if (type_ != LinearType::S8) throw std::invalid_argument("Linear::run: uint8 input to a non-int8 layer");
   if (m <= 0) return;
+  if (impl_->amx) {
+    impl_->amx->run(x, m, sx, zx, y);
+    return;
+  }
   dnnl::memory scale({{1, 1}, dt::f32, tag::ab}, engine(), &sx);
   dnnl::memory zp({{1}, dt::s32, tag::x}, engine(), &zx);
   const uint8_t* lo = x;

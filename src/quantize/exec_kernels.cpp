@@ -1,6 +1,7 @@
 // Execution kernels of quantized Dense layers: the integer path (uint8 activations × int8
 // weights, int32 accumulation in oneDNN, kernels/int8_gemm.h, rescaled per output channel) and
 // the bf16 path (bf16 weights and inputs, float32 accumulation and output).
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <cstdlib>
@@ -8,16 +9,18 @@
 
 #include "condense/core/error.h"
 #include "condense/kernels/int8_gemm.h"
+#include "condense/kernels/linear.h"
 #include "kernels.h"
 
 namespace condense::quantize::detail {
 
 namespace {
 
-// Two int8 GEMMs, both oneDNN underneath: Debian's libdnnl 2.x through kernels::Int8Gemm
-// ("onednn", the default), or the oneDNN 3.x inside LibTorch through its onednn::qlinear_pointwise
-// op ("torch"). CONDENSE_INT8_BACKEND picks one; bench/kernels/linear_bench.cpp and
-// `condense bench` measure both (docs/RESULTS.md).
+// Two int8 GEMMs: kernels::Int8Gemm (Debian's libdnnl 2.x, or on AMX CPUs condense's own tile
+// kernel where the shape fits, kernels/linear.h; the default) or the oneDNN 3.x inside LibTorch
+// through its onednn::qlinear_pointwise op. CONDENSE_INT8_BACKEND picks one: unset, "onednn"
+// (Int8Gemm kept on libdnnl) or "torch"; bench/kernels/linear_bench.cpp and `condense bench`
+// measure them (docs/RESULTS.md).
 bool torch_backend() {  // read per layer built, so a process may compare both
   const char* b = std::getenv("CONDENSE_INT8_BACKEND");
   if (b == nullptr || std::strcmp(b, "onednn") == 0) return false;
@@ -64,6 +67,8 @@ class Int8Kernel : public nn::DenseKernel {
     if (torch_backend()) {
       torch_ = std::make_unique<TorchInt8Linear>(codes, scale, b);
     } else {
+      kernels::set_parallel_for(  // for the products condense runs itself (int8 on AMX tiles)
+          [](int64_t n, const std::function<void(int64_t, int64_t)>& body) { at::parallel_for(0, n, 1, body); });
       gemm_ = std::make_unique<kernels::Int8Gemm>(codes.data_ptr<int8_t>(), n_, k_, scale.data_ptr<float>(),
                                                   b.defined() ? b.data_ptr<float>() : nullptr);
     }

@@ -372,6 +372,8 @@ Engine& Engine::operator=(Engine&&) noexcept = default;
 Engine::~Engine() = default;
 
 Engine Engine::load(const std::filesystem::path& dir, const EngineOptions& options) {
+  // Products condense runs itself (int8 on AMX tiles) share LibTorch's threads with the rest.
+  k::set_parallel_for([](int64_t n, const std::function<void(int64_t, int64_t)>& body) { at::parallel_for(0, n, 1, body); });
   if (quantize::is_quantized(dir)) {
     quantize::QuantizedModel q;
     auto model = quantize::load(dir, &q);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <vector>
@@ -222,6 +223,21 @@ TEST(KernelsLinear, Bf16MatchesLoopsOnRoundedOperands) {
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-3f) << i;
 }
 
+namespace {
+k::LinearWeights s8_weights(int64_t n, int64_t kk, const std::vector<int8_t>& w, const std::vector<float>& sw,
+                           const std::vector<float>& b, k::Epilogue epi) {
+  k::LinearWeights lw;
+  lw.type = k::LinearType::S8;
+  lw.n = n;
+  lw.k = kk;
+  lw.w_s8 = w.data();
+  lw.scales = sw.data();
+  lw.bias = b.data();
+  lw.epilogue = epi;
+  return lw;
+}
+}  // namespace
+
 TEST(KernelsLinear, Int8MatchesIntegerLoops) {
   const int64_t m = 33, kk = 80, n = 24;
   std::mt19937 rng(3);
@@ -232,13 +248,7 @@ TEST(KernelsLinear, Int8MatchesIntegerLoops) {
   for (auto& v : w) v = static_cast<int8_t>(s(rng));
   auto sw = randn(n, 7, 0.01f), b = randn(n, 8);
   for (auto& v : sw) v = std::abs(v) + 1e-3f;
-  k::LinearWeights lw;
-  lw.type = k::LinearType::S8;
-  lw.n = n;
-  lw.k = kk;
-  lw.w_s8 = w.data();
-  lw.scales = sw.data();
-  lw.bias = b.data();
+  const k::LinearWeights lw = s8_weights(n, kk, w, sw, b, k::Epilogue::None);
   k::Linear lin(lw);
   std::vector<float> got(static_cast<std::size_t>(m * n)), want(got.size());
   lin.run(x.data(), m, 0.02f, 131, got.data());
@@ -246,4 +256,64 @@ TEST(KernelsLinear, Int8MatchesIntegerLoops) {
   for (std::size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::abs(want[i]))) << i;
   std::vector<float> xf(static_cast<std::size_t>(m * kk));
   EXPECT_THROW(lin.run(xf.data(), m, got.data()), std::invalid_argument);
+}
+
+namespace {
+// A scheduler that hands out one unit at a time, last first: the kernel must not depend on the
+// order or size of its ranges.
+void one_at_a_time(int64_t n, const std::function<void(int64_t, int64_t)>& body) {
+  for (int64_t i = n - 1; i >= 0; --i) body(i, i + 1);
+}
+}  // namespace
+
+TEST(KernelsLinear, Int8ActivationsAndRowTailsMatchDequantizedLoops) {
+  // (k, n): shapes that fit the AMX tiles (k % 64, n % 32; condense's own kernel on AMX CPUs) and
+  // one that does not (oneDNN everywhere); row counts below, at and across 32-row blocks.
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> u(0, 255), s(-127, 127);
+  for (auto [kk, n] : std::vector<std::pair<int64_t, int64_t>>{{128, 64}, {384, 96}, {80, 24}}) {
+    const int64_t m = 70;
+    std::vector<uint8_t> x(static_cast<std::size_t>(m * kk));
+    std::vector<int8_t> w(static_cast<std::size_t>(n * kk));
+    for (auto& v : x) v = static_cast<uint8_t>(u(rng));
+    for (auto& v : w) v = static_cast<int8_t>(s(rng));
+    auto sw = randn(n, 21, 3e-4f), b = randn(n, 22);
+    for (auto& v : sw) v = std::abs(v) + 1e-4f;
+    const float sx = 0.02f;
+    const int32_t zx = 119;
+    // The same product in float: x dequantized as sx·(x − zx), w as sw[n]·w.
+    std::vector<float> xf(x.size()), wf(w.size());
+    for (std::size_t i = 0; i < x.size(); ++i) xf[i] = sx * static_cast<float>(static_cast<int32_t>(x[i]) - zx);
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t t = 0; t < kk; ++t) {
+        const auto i = static_cast<std::size_t>(j * kk + t);
+        wf[i] = sw[static_cast<std::size_t>(j)] * static_cast<float>(w[i]);
+      }
+    }
+    for (auto epi : {k::Epilogue::None, k::Epilogue::Gelu, k::Epilogue::GeluTanh, k::Epilogue::Relu, k::Epilogue::Silu}) {
+      const k::LinearWeights lw = s8_weights(n, kk, w, sw, b, epi);
+      k::Linear lin(lw);
+      if (k::active_isa() == k::Isa::Avx512Amx && kk % 64 == 0 && n % 32 == 0) {
+        EXPECT_EQ(lin.implementation(), "condense:amx_int8");
+      }
+      k::LinearWeights ref = lw;
+      ref.type = k::LinearType::F32;
+      ref.w = wf.data();
+      std::vector<float> want(static_cast<std::size_t>(m * n));
+      k::linear_ref(xf.data(), m, ref, want.data());
+      for (int64_t rows : {int64_t{1}, int64_t{5}, int64_t{32}, int64_t{45}, m}) {
+        for (bool split : {false, true}) {
+          k::set_parallel_for(split ? one_at_a_time : nullptr);
+          std::vector<float> got(static_cast<std::size_t>(rows * n), std::numeric_limits<float>::quiet_NaN());
+          lin.run(x.data(), rows, sx, zx, got.data());
+          for (std::size_t i = 0; i < got.size(); ++i) {
+            ASSERT_NEAR(got[i], want[i], 2e-5f * (1.0f + std::abs(want[i])))
+                << lin.implementation() << " k=" << kk << " n=" << n << " epilogue " << static_cast<int>(epi)
+                << " rows " << rows << " at " << i;
+          }
+        }
+      }
+      k::set_parallel_for(nullptr);
+    }
+  }
 }

@@ -6,9 +6,11 @@
 /// run in oneDNN's matmul, which picks the CPU's best kernel once (AVX-512, AVX-512 BF16/VNNI,
 /// AMX; capped by CONDENSE_ISA, kernels/isa.h); the weights are reordered into its blocked
 /// layout at construction, and primitives are built once per row count. GELU runs as a fused
-/// post-op. The scalar twins are linear_ref and int8_gemm_ref (kernels/int8_gemm.h).
+/// post-op. On AMX, int8 products whose shapes fit its tiles run in condense's own tile kernel
+/// instead (src/kernels/int8_amx.h: oneDNN 2.6 uses a fraction of the tiles there). The scalar twins are linear_ref and int8_gemm_ref (kernels/int8_gemm.h).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,6 +29,14 @@ struct LinearWeights {
   const float* bias = nullptr;     ///< n values, or null
   Epilogue epilogue = Epilogue::None;
 };
+
+/// How Linear spreads work it runs itself (the int8 product on AMX tiles; oneDNN threads on its
+/// own): fn(n, body) calls body(begin, end) on disjoint ranges that cover [0, n), possibly on
+/// several threads at once. The runtime installs LibTorch's at::parallel_for (same thread pool
+/// and count as oneDNN's); by default, and after set_parallel_for(nullptr), body(0, n) runs on the
+/// calling thread. The kernels themselves do not depend on LibTorch, hence the hook.
+using ParallelFor = void (*)(int64_t n, const std::function<void(int64_t, int64_t)>& body);
+void set_parallel_for(ParallelFor fn);
 
 /// Whether oneDNN has a bf16 matmul for this CPU (AVX-512 and up, within CONDENSE_ISA); without
 /// one a BF16 Linear cannot be built, and the runtime runs bf16-stored layers in fp32.
