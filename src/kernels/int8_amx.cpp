@@ -6,6 +6,11 @@
 // 16 columns). One 32-row input block (32 × k bytes, 12 KiB at k = 384) stays in L1 while the
 // packed weights stream from L2 past it, the next step's weights prefetched (without the prefetch
 // the tile loads wait on L2 and the kernel ran at about half the speed).
+//
+// This file is compiled for AVX-512 and AMX (CMakeLists.txt) and runs only where active_isa() is
+// avx512_amx. Template code it shares with other files (std containers) must stay inlined: an
+// out-of-line copy here could be the one the linker keeps for every file, and would then run
+// AVX-512 instructions on CPUs without them (`nm -C` on its object shows no weak symbols).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12, inside its own AVX-512 headers
 #include "int8_amx.h"
 
