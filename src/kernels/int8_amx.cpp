@@ -21,8 +21,6 @@
 #include "transformer_body.h"
 
 #include <cstring>
-#include <limits>
-#include <mutex>
 #include <stdexcept>
 
 #include "amx.h"
@@ -34,7 +32,6 @@ namespace int8amx {
 namespace {
 
 inline vf vabs(vf x) { return x < 0 ? -x : x; }
-inline float hmin(vf v) { return -hmax(-v); }
 
 // 1 / x from the 14-bit estimate and one Newton step (~1 ulp of fp32): a division instruction
 // costs an order of magnitude more throughput, and the activations need one per element.
@@ -136,7 +133,7 @@ AmxInt8::AmxInt8(const int8_t* w, int64_t n, int64_t k, const float* scales, con
   if (bias != nullptr) std::memcpy(bias_.data(), bias, static_cast<std::size_t>(n) * sizeof(float));
 }
 
-void AmxInt8::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, float* y_range) const {
+void AmxInt8::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const {
   using namespace int8amx;
   if (active_isa() != Isa::Avx512Amx) throw std::logic_error("AmxInt8::run needs AMX (active_isa avx512_amx)");
   if (m <= 0) return;
@@ -144,16 +141,10 @@ void AmxInt8::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, f
   // Work units: a 32-row block × a run of 32-column blocks. Enough row blocks keep all columns in
   // one unit (the input block is read once); a few rows (batch 1) split the columns instead.
   const int64_t col_units = blocks >= 8 ? 1 : n / 32, cols_per_unit = n / col_units;
-  std::mutex mu;  // merges the threads' ranges
-  if (y_range != nullptr) {
-    y_range[0] = std::numeric_limits<float>::infinity();
-    y_range[1] = -std::numeric_limits<float>::infinity();
-  }
   run_parallel(blocks * col_units, [&](int64_t begin, int64_t end) {
     amx::configure_16x64();
     alignas(64) int32_t sums[1024];
     std::vector<uint8_t> tail;
-    vf lo = splat(std::numeric_limits<float>::infinity()), hi = -lo;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t blk = u / col_units, c0 = u % col_units * cols_per_unit;
       const int64_t row0 = blk * 32, rows = std::min<int64_t>(32, m - row0);
@@ -173,20 +164,12 @@ void AmxInt8::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, f
           for (int64_t r = 0; r < rows; ++r) {
             const int32_t* s = sums + (r / 16 * 2 + half) * 256 + r % 16 * 16;
             const vi acc = *reinterpret_cast<const vi*>(s) - zero_share;
-            const vf out = activate(__builtin_convertvector(acc, vf) * scale + bias, epilogue_);
-            store(y + (row0 + r) * n + col, out);
-            lo = vmin(lo, out);
-            hi = vmax(hi, out);
+            store(y + (row0 + r) * n + col, activate(__builtin_convertvector(acc, vf) * scale + bias, epilogue_));
           }
         }
       }
     }
     _tile_release();
-    if (y_range != nullptr) {
-      std::lock_guard<std::mutex> lock(mu);
-      y_range[0] = std::min(y_range[0], hmin(lo));
-      y_range[1] = std::max(y_range[1], hmax(hi));
-    }
   });
 }
 

@@ -24,8 +24,7 @@ class AmxInt8 {
   AmxInt8(const int8_t* w, int64_t n, int64_t k, const float* scales, const float* bias, Epilogue epilogue);
   /// y[m, n] = epilogue(sx · scales[n] · Σₖ (x[m, k] − zx) · w[n, k] + bias[n]), the formula of
   /// int8_gemm_ref. Needs active_isa() == Isa::Avx512Amx. Runs over the parallel_for of linear.h.
-  /// y_range, when given, receives {min, max} of y.
-  void run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, float* y_range = nullptr) const;
+  void run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const;
 
  private:
   int64_t n_, k_;

@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <limits>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -249,30 +248,13 @@ void Linear::run(const uint16_t* x, int64_t m, float* y) const {
   stream().wait();
 }
 
-void Linear::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, float* y_range) const {
+void Linear::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const {
   if (type_ != LinearType::S8) throw std::invalid_argument("Linear::run: uint8 input to a non-int8 layer");
   if (m <= 0) return;
   if (impl_->amx) {
-    impl_->amx->run(x, m, sx, zx, y, y_range);
+    impl_->amx->run(x, m, sx, zx, y);
     return;
   }
-  run_onednn_s8(x, m, sx, zx, y);
-  if (y_range != nullptr) {  // a pass over y, in chunks on the same threads as the AMX kernel's
-    std::mutex mu;
-    y_range[0] = std::numeric_limits<float>::infinity();
-    y_range[1] = -std::numeric_limits<float>::infinity();
-    const int64_t chunk = 1 << 15, total = m * n_;
-    run_parallel((total + chunk - 1) / chunk, [&](int64_t b, int64_t e) {
-      float lo = 0, hi = 0;
-      min_max(y + b * chunk, std::min(total, e * chunk) - b * chunk, &lo, &hi);
-      std::lock_guard<std::mutex> lock(mu);
-      y_range[0] = std::min(y_range[0], lo);
-      y_range[1] = std::max(y_range[1], hi);
-    });
-  }
-}
-
-void Linear::run_onednn_s8(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const {
   dnnl::memory scale({{1, 1}, dt::f32, tag::ab}, engine(), &sx);
   dnnl::memory zp({{1}, dt::s32, tag::x}, engine(), &zx);
   const uint8_t* lo = x;

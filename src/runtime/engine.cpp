@@ -104,26 +104,6 @@ struct Workspace {
   }
 };
 
-// The range of a matrix for dynamic quantization: {min, max}.
-using Range = std::array<float, 2>;
-
-// A range reduced over chunks written by several threads (one slot per thread).
-struct RangeSlots {
-  std::array<float, 64> lo, hi;
-  RangeSlots() {
-    lo.fill(std::numeric_limits<float>::infinity());
-    hi.fill(-std::numeric_limits<float>::infinity());
-  }
-  void add(const float* x, int64_t n) {
-    float l = 0, u = 0;
-    k::min_max(x, n, &l, &u);
-    const auto t = static_cast<std::size_t>(at::get_thread_num()) % lo.size();
-    lo[t] = std::min(lo[t], l);
-    hi[t] = std::max(hi[t], u);
-  }
-  Range range() const { return {*std::min_element(lo.begin(), lo.end()), *std::max_element(hi.begin(), hi.end())}; }
-};
-
 // One product of the encoder: a Linear and how its input is prepared (bf16 conversion or 8-bit
 // quantization with a static or per-call range), or for low-rank layers two chained Linears.
 struct Proj {
@@ -133,17 +113,13 @@ struct Proj {
   float sx = 1;
   int32_t zx = 0;
 
-  // x_range: x's range when the caller has it (dynamic quantization then skips its own pass);
-  // y_range: receives y's range when asked (the int8 product on AMX tracks it as it writes y).
-  void run_one(const k::Linear& l, const float* x, int64_t m, float* y, Workspace& ws, const Range* x_range,
-               Range* y_range) const {
-    constexpr int64_t kGrain = 1 << 15;  // below this one thread is faster than waking another
-    const int64_t kk = l.k(), n = m * kk;
+  void run_one(const k::Linear& l, const float* x, int64_t m, float* y, Workspace& ws) const {
+    const int64_t kk = l.k();
     switch (l.type()) {
       case k::LinearType::F32: l.run(x, m, y); break;
       case k::LinearType::BF16: {
-        uint16_t* b = grow(ws.bf, n);
-        at::parallel_for(0, n, kGrain, [&](int64_t a, int64_t e) { k::to_bf16(x + a, e - a, b + a); });
+        uint16_t* b = grow(ws.bf, m * kk);
+        at::parallel_for(0, m * kk, 1 << 15, [&](int64_t a, int64_t e) { k::to_bf16(x + a, e - a, b + a); });
         ws.tick(kConvert);
         l.run(b, m, y);
         break;
@@ -151,9 +127,22 @@ struct Proj {
       case k::LinearType::S8: {
         float scale = sx;
         int32_t zp = zx;
+        const int64_t n = m * kk;
+        constexpr int64_t kGrain = 1 << 15;  // below this one thread is faster than waking another
         if (dynamic) {
-          const Range r = x_range != nullptr ? *x_range : range_of(x, n);
-          auto [s, z] = quantize::ActRange{r[0], r[1], symmetric}.params();
+          // The range over all rows, in chunks per thread (a reduction: one slot per thread).
+          std::array<float, 64> los, his;
+          los.fill(std::numeric_limits<float>::infinity());
+          his.fill(-std::numeric_limits<float>::infinity());
+          at::parallel_for(0, n, kGrain, [&](int64_t a, int64_t e) {
+            float l = 0, u = 0;
+            k::min_max(x + a, e - a, &l, &u);
+            const auto t = static_cast<std::size_t>(at::get_thread_num()) % los.size();
+            los[t] = std::min(los[t], l);
+            his[t] = std::max(his[t], u);
+          });
+          const float lo = *std::min_element(los.begin(), los.end()), hi = *std::max_element(his.begin(), his.end());
+          auto [s, z] = quantize::ActRange{lo, hi, symmetric}.params();
           scale = static_cast<float>(s);
           zp = symmetric ? 128 : static_cast<int32_t>(z);
         }
@@ -162,27 +151,18 @@ struct Proj {
         const float inv = 1.0f / scale;
         at::parallel_for(0, n, kGrain, [&](int64_t a, int64_t e) { k::quantize_u8(x + a, e - a, inv, zp, q + a); });
         ws.tick(kConvert);
-        l.run(q, m, scale, zp, y, y_range != nullptr ? y_range->data() : nullptr);
-        return;
+        l.run(q, m, scale, zp, y);
+        break;
       }
     }
-    if (y_range != nullptr) *y_range = range_of(y, m * l.n());
   }
-  static Range range_of(const float* x, int64_t n) {
-    RangeSlots slots;
-    at::parallel_for(0, n, 1 << 15, [&](int64_t a, int64_t e) { slots.add(x + a, e - a); });
-    return slots.range();
-  }
-  // Whether this product quantizes its input per call (and so can use a range the caller has).
-  bool wants_range() const { return dynamic && lin->type() == k::LinearType::S8; }
-  void run(const float* x, int64_t m, float* y, Workspace& ws, const Range* x_range = nullptr,
-           Range* y_range = nullptr) const {
+  void run(const float* x, int64_t m, float* y, Workspace& ws) const {
     if (up) {
       float* r = grow(ws.rank, m * rank);
-      run_one(*lin, x, m, r, ws, x_range, nullptr);
-      run_one(*up, r, m, y, ws, nullptr, y_range);
+      run_one(*lin, x, m, r, ws);
+      run_one(*up, r, m, y, ws);
     } else {
-      run_one(*lin, x, m, y, ws, x_range, y_range);
+      run_one(*lin, x, m, y, ws);
     }
   }
   std::string type_name() const {
@@ -536,12 +516,6 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
     for (int64_t i = 0; i < t; ++i) std::memcpy(g + i * emb_width, words + b.ids[i] * emb_width, emb_width * sizeof(float));
     word_proj->run(g, t, x);
   }
-  // The range of x after each LayerNorm, taken while its rows are in cache, when the product that
-  // reads x next quantizes it per call (it then skips its own pass over x).
-  auto first_wants = [](const LayerPlan& L) { return (L.qkv ? L.qkv : L.q)->wants_range(); };
-  Range xr{};
-  bool have_xr = !layers.empty() && first_wants(layers.front());
-  RangeSlots emb_slots;
   at::parallel_for(0, nb, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
       for (int64_t i = b.offsets[s]; i < b.offsets[s + 1]; ++i) {
@@ -557,39 +531,25 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
       }
       const int64_t r0 = b.offsets[s], rows = b.offsets[s + 1] - r0;
       k::add_layer_norm(x + r0 * h, nullptr, emb_g.data(), emb_b.data(), rows, h, eps, x + r0 * h);
-      if (have_xr) emb_slots.add(x + r0 * h, rows * h);
     }
   });
-  if (have_xr) xr = emb_slots.range();
   ws.tick(kEmbed);
-  // Residual + LayerNorm into x, in parallel row chunks, and x's range when `want`.
-  auto add_norm = [&](const float* delta, const std::vector<float>& g, const std::vector<float>& be, bool want) {
-    RangeSlots slots;
-    at::parallel_for(0, t, 64, [&](int64_t r0, int64_t r1) {
-      k::add_layer_norm(delta + r0 * h, x + r0 * h, g.data(), be.data(), r1 - r0, h, eps, x + r0 * h);
-      if (want) slots.add(x + r0 * h, (r1 - r0) * h);
-    });
-    have_xr = want;
-    if (want) xr = slots.range();
-  };
-  for (std::size_t li = 0; li < layers.size(); ++li) {
-    const LayerPlan& L = layers[li];
-    const Range* x_range = have_xr ? &xr : nullptr;
+  for (const auto& L : layers) {
     const int64_t inner = L.inner;
     const float *q, *kk, *v;
     int64_t ld;
     if (L.qkv) {
       float* qkv = grow(ws.qkv, t * 3 * inner);
-      L.qkv->run(x, t, qkv, ws, x_range);
+      L.qkv->run(x, t, qkv, ws);
       q = qkv;
       kk = qkv + inner;
       v = qkv + 2 * inner;
       ld = 3 * inner;
     } else {
       float* qkv = grow(ws.qkv, t * 3 * inner);
-      L.q->run(x, t, qkv, ws, x_range);
-      L.k->run(x, t, qkv + t * inner, ws, x_range);
-      L.v->run(x, t, qkv + 2 * t * inner, ws, x_range);
+      L.q->run(x, t, qkv, ws);
+      L.k->run(x, t, qkv + t * inner, ws);
+      L.v->run(x, t, qkv + 2 * t * inner, ws);
       q = qkv;
       kk = qkv + t * inner;
       v = qkv + 2 * t * inner;
@@ -617,16 +577,18 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
     float* tmp = grow(ws.tmp, t * h);
     L.attn_out->run(ctx, t, tmp, ws);
     ws.tick(kAttnOut);
-    add_norm(tmp, L.ln1_g, L.ln1_b, L.ffn_in->wants_range());
+    at::parallel_for(0, t, 64, [&](int64_t r0, int64_t r1) {
+      k::add_layer_norm(tmp + r0 * h, x + r0 * h, L.ln1_g.data(), L.ln1_b.data(), r1 - r0, h, eps, x + r0 * h);
+    });
     ws.tick(kNorm);
     float* inter = grow(ws.inter, t * L.ffn_in->n);
-    Range inter_range{};
-    const bool track = L.ffn_out->wants_range();
-    L.ffn_in->run(x, t, inter, ws, have_xr ? &xr : nullptr, track ? &inter_range : nullptr);
+    L.ffn_in->run(x, t, inter, ws);
     ws.tick(kFfnIn);
-    L.ffn_out->run(inter, t, tmp, ws, track ? &inter_range : nullptr);
+    L.ffn_out->run(inter, t, tmp, ws);
     ws.tick(kFfnOut);
-    add_norm(tmp, L.ln2_g, L.ln2_b, li + 1 < layers.size() && first_wants(layers[li + 1]));
+    at::parallel_for(0, t, 64, [&](int64_t r0, int64_t r1) {
+      k::add_layer_norm(tmp + r0 * h, x + r0 * h, L.ln2_g.data(), L.ln2_b.data(), r1 - r0, h, eps, x + r0 * h);
+    });
     ws.tick(kNorm);
   }
   // Pooler on each sequence's first token ([CLS]), tanh, then the classifier.

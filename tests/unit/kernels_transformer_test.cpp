@@ -3,7 +3,6 @@
 // this binary once more per lower CONDENSE_ISA, so oneDNN's narrower paths are checked too.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -306,17 +305,11 @@ TEST(KernelsLinear, Int8ActivationsAndRowTailsMatchDequantizedLoops) {
         for (bool split : {false, true}) {
           k::set_parallel_for(split ? one_at_a_time : nullptr);
           std::vector<float> got(static_cast<std::size_t>(rows * n), std::numeric_limits<float>::quiet_NaN());
-          float range[2] = {0, 0};
-          lin.run(x.data(), rows, sx, zx, got.data(), split ? range : nullptr);
+          lin.run(x.data(), rows, sx, zx, got.data());
           for (std::size_t i = 0; i < got.size(); ++i) {
             ASSERT_NEAR(got[i], want[i], 2e-5f * (1.0f + std::abs(want[i])))
                 << lin.implementation() << " k=" << kk << " n=" << n << " epilogue " << static_cast<int>(epi)
                 << " rows " << rows << " at " << i;
-          }
-          if (split) {  // the range the next product's quantization reads is exactly y's
-            const auto [lo, hi] = std::minmax_element(got.begin(), got.end());
-            EXPECT_EQ(range[0], *lo) << lin.implementation() << " rows " << rows;
-            EXPECT_EQ(range[1], *hi) << lin.implementation() << " rows " << rows;
           }
         }
       }

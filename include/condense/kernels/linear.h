@@ -54,9 +54,7 @@ class Linear {
 
   void run(const float* x, int64_t m, float* y) const;                          ///< F32
   void run(const uint16_t* x, int64_t m, float* y) const;                       ///< BF16 (bf16 bit patterns)
-  /// S8: x dequantizes as sx·(x − zx). y_range, when given, receives {min, max} of y (the next
-  /// product's dynamic quantization needs them; the AMX kernel takes them as it writes y).
-  void run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y, float* y_range = nullptr) const;
+  void run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const;  ///< S8: x dequantizes as sx·(x − zx)
   LinearType type() const { return type_; }
   int64_t n() const { return n_; }
   int64_t k() const { return k_; }
@@ -66,7 +64,6 @@ class Linear {
   std::string implementation() const;
 
  private:
-  void run_onednn_s8(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
   LinearType type_;
