@@ -645,7 +645,9 @@ std::string Engine::precision() const {
 std::string Engine::kernels() const {
   std::string gemm = impl_->layers.empty() ? impl_->classifier->implementation()
                                            : impl_->layers[0].ffn_in->lin->implementation();
-  return std::string(k::kernel_name(k::active_isa())) + " + oneDNN " + (gemm.empty() ? "(not run yet)" : gemm);
+  // oneDNN names its kernels "brg:...", "gemm:..."; condense's own product is "condense:amx_int8".
+  const bool ours = gemm.rfind("condense:", 0) == 0;
+  return std::string(k::kernel_name(k::active_isa())) + (ours ? " + " : " + oneDNN ") + (gemm.empty() ? "(not run yet)" : gemm);
 }
 
 double Engine::flops(const std::vector<int64_t>& lengths) const {
