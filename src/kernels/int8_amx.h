@@ -1,11 +1,11 @@
 // The int8 product of kernels::Linear on AMX tiles (internal to the kernels; linear.cpp picks it).
 //
 // oneDNN 2.6 (Debian's) runs the runtime's int8 products on AMX at 0.5–1.1 TOP/s on two cores
-// with an fp32 output, a small part of what the tiles can do (TDPBUSD alone runs at 3.8–5 TOP/s
-// per core); this kernel keeps a 32-row block of the input in L1 and streams the packed weights
-// past it with a software prefetch, and applies scales, zero point, bias and activation to the
-// tile's int32 sums while they are in L1: 1.1–2.7x oneDNN's speed on BERT's products alone
-// (bench/kernels/linear_bench.cpp, BM_Int8Epilogue; docs/RESULTS.md).
+// with an fp32 output, a small part of what the tiles can do (TDPBUSD alone: 3.7–4.2 TOP/s on two
+// cores, bench/kernels/peak_bench.cpp). This kernel keeps a 32-row block of the input in L1 and
+// streams the packed weights past it with a software prefetch, and applies scales, zero point,
+// bias and activation to the tile's int32 sums while they are in L1: 1.1–2.7x oneDNN's speed on
+// BERT's products alone (bench/kernels/linear_bench.cpp, BM_Int8Epilogue; docs/RESULTS.md).
 #pragma once
 #include <cstdint>
 #include <functional>
