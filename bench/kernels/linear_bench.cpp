@@ -1,8 +1,8 @@
 // Linear layers at BERT-base-384 shapes: fp32 (LibTorch/MKL), bf16 (LibTorch/oneDNN) and int8
 // (kernels::Int8Gemm: oneDNN, or condense's AMX tile kernel where the CPU has AMX; activation
 // quantization included), so the choice of int8 backend and the bf16 path rest on a measurement.
-// CONDENSE_INT8_BACKEND=onednn keeps Int8Gemm and Linear on oneDNN for an A/B on AMX machines. Build: cmake --build build --target linear_bench;
-// run: build/linear_bench --benchmark_counters_tabular=true. Counter GOPS = 2·M·N·K / time.
+// CONDENSE_INT8_BACKEND=onednn keeps Int8Gemm and Linear on oneDNN for an A/B on AMX machines.
+// Build: cmake --build build --target linear_bench; run: build/linear_bench --benchmark_counters_tabular=true. Counter GOPS = 2·M·N·K / time.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>

@@ -73,11 +73,6 @@ inline vf activate(vf v, Epilogue e) {
   return v;
 }
 
-struct Block {
-  const uint8_t* a;  // 32 rows of k bytes (zero rows past the end of x: see run)
-  int64_t row0, rows;
-};
-
 __attribute__((target("amx-tile,amx-int8"))) void product_32x32(const uint8_t* a, const int8_t* b0, const int8_t* b1,
                                                                 int64_t k, int32_t* sums) {
   _tile_zero(0);
@@ -90,9 +85,6 @@ __attribute__((target("amx-tile,amx-int8"))) void product_32x32(const uint8_t* a
       for (int64_t l = 0; l < 1024; l += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(b0 + (t + 1) * 1024 + l), _MM_HINT_T0);
         _mm_prefetch(reinterpret_cast<const char*>(b1 + (t + 1) * 1024 + l), _MM_HINT_T0);
-      }
-      if (k > 512) {
-        for (int64_t r = 0; r < 32; ++r) _mm_prefetch(reinterpret_cast<const char*>(a + r * k + (t + 1) * 64), _MM_HINT_T0);
       }
     }
     _tile_loadd(4, a + t * 64, k);
@@ -144,14 +136,16 @@ void AmxInt8::run(const uint8_t* x, int64_t m, float sx, int32_t zx, float* y) c
   run_parallel(blocks * col_units, [&](int64_t begin, int64_t end) {
     amx::configure_16x64();
     alignas(64) int32_t sums[1024];
-    std::vector<uint8_t> tail;
+    std::vector<uint8_t> tail;  // the last block padded with zero rows, copied once per thread
     for (int64_t u = begin; u < end; ++u) {
       const int64_t blk = u / col_units, c0 = u % col_units * cols_per_unit;
       const int64_t row0 = blk * 32, rows = std::min<int64_t>(32, m - row0);
       const uint8_t* a = x + row0 * k;
-      if (rows < 32) {  // the last block of a row count that is not a multiple of 32: zero rows
-        tail.assign(static_cast<std::size_t>(32 * k), 0);
-        std::memcpy(tail.data(), a, static_cast<std::size_t>(rows * k));
+      if (rows < 32) {  // a row count that is not a multiple of 32
+        if (tail.empty()) {
+          tail.assign(static_cast<std::size_t>(32 * k), 0);
+          std::memcpy(tail.data(), a, static_cast<std::size_t>(rows * k));
+        }
         a = tail.data();
       }
       for (int64_t c = c0; c < c0 + cols_per_unit; c += 32) {

@@ -7,7 +7,8 @@
 /// AMX; capped by CONDENSE_ISA, kernels/isa.h); the weights are reordered into its blocked
 /// layout at construction, and primitives are built once per row count. GELU runs as a fused
 /// post-op. On AMX, int8 products whose shapes fit its tiles run in condense's own tile kernel
-/// instead (src/kernels/int8_amx.h: oneDNN 2.6 uses a fraction of the tiles there). The scalar twins are linear_ref and int8_gemm_ref (kernels/int8_gemm.h).
+/// instead (src/kernels/int8_amx.h: oneDNN 2.6 uses a fraction of the tiles there). The scalar
+/// twins are linear_ref and int8_gemm_ref (kernels/int8_gemm.h).
 
 #include <cstdint>
 #include <functional>
