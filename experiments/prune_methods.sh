@@ -30,7 +30,8 @@ case "$TASK" in
   sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_PRUNE_LIMIT:-4000}" ;;
   *) echo "prune_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
-# Row names: <criterion>-<sparsity %> (unstructured, cubic schedule), <units>-<% of encoder weights>
+# Row names: <criterion>-<sparsity %> (unstructured, cubic schedule; criterion magnitude, movement,
+# taylor, l1 or l2), <units>-<% of encoder weights>
 # (structured, physically removed), nm-2-4; depth-N (every-other layers kept, no retraining: the
 # LayerDrop comparison, on "teacher-ld" — the teacher fine-tuned with LayerDrop 0.2 — and on the
 # plain teacher; depth-N-imp keeps the N layers whose removal alone costs the most loss instead);
@@ -39,7 +40,8 @@ esac
 # soft-movement-lL (Sanh et al.'s soft movement at final λ = L: the sparsity is its result); a row
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
 # sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
-# heads+neurons-lkd-P adds CoFi's layer-wise distillation (hidden-state MSE, layer i ← teacher layer i).
+# entropy-neurons-30 is neurons-30 with FFN neurons ranked by activation entropy (Luo & Wu 2017)
+# instead of Michel et al.'s gradient; heads+neurons-lkd-P adds CoFi's layer-wise distillation (hidden-state MSE, layer i ← teacher layer i).
 # Suffixes (in this order): -sN N iterative steps with the same total fine-tuning (2 epochs per step
 # at 4 steps become 1 at 8), -recE 1 epoch after each step and E more at the final shape
 # (--final-epochs; rec4 spends the same 8 epochs as the plain row), -joint heads and neurons ranked
@@ -47,7 +49,7 @@ esac
 # epochs), -bf16 fine-tuning under bf16 autocast (--bf16), e.g. heads+neurons-lkd-50-rec4-joint.
 ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 heads+neurons-lkd-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
   magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
-  svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8"
+  svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8 l1-90 l2-90 entropy-neurons-30"
 ROWS="${*:-$ALL_ROWS}"
 
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
@@ -109,13 +111,15 @@ for seed in $SEEDS; do
       # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
       # of a BERT layer's linear weights, the FFN 2/3).
       case "$name" in
-        movement-*|magnitude-*|taylor-*)
+        movement-*|magnitude-*|taylor-*|l1-*|l2-*)
           "$CLI" "${p[@]}" --recipe "$R/${name%-*}-90.yaml" --sparsity "0.${name#*-}" ;;
         soft-movement-l*) "$CLI" "${p[@]}" --recipe $R/soft-movement.yaml --soft-lambda "${name#soft-movement-l}" ;;
         heads+neurons-lkd-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50-layer-kd.yaml --sparsity "0.${name##*-}" ;;
         heads+neurons-*) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --sparsity "0.${name#*-}" ;;
         heads-30)   "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity heads --sparsity 0.9 ;;
         neurons-30) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 ;;
+        entropy-neurons-30)
+                    "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.45 --criterion entropy ;;
         neurons-50) "$CLI" "${p[@]}" --recipe $R/heads-ffn-50.yaml --granularity neurons --sparsity 0.75 ;;
         nm-2-4)     "$CLI" "${p[@]}" --recipe $R/nm-2-4.yaml ;;
         depth-*-imp) "$CLI" "${p[@]}" --granularity layers --depth "${name//[!0-9]/}" --layer-select importance ;;
