@@ -83,9 +83,11 @@ def main(out):
                 teacher_params = params
             cells = []
             for name, _ in metrics:
-                # Accuracies are reported over three seeds only; fewer say how many are done.
-                m, sd = ms([100 * r["dev"][name] for r in runs])
-                cells.append(f"{m:.2f} ± {sd:.2f}" if len(runs) >= 3 else f"pending ({len(runs)} of 3 seeds)")
+                # Means over three seeds only; with fewer, each seed's value ("s1 80.91"), never a mean.
+                vals = [100 * r["dev"][name] for r in runs]
+                m, sd = ms(vals)
+                cells.append(f"{m:.2f} ± {sd:.2f}" if len(runs) >= 3 else
+                             " ".join(f"s{r['train']['seed']} {v:.2f}" for r, v in zip(runs, vals)))
             comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
             speed = []
