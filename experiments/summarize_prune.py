@@ -64,18 +64,29 @@ def load(path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def cell(values, signed=False):
+def cell(values, signed=False, one_class=0):
     if not values:
         return "–"
     if len(values) < 3:
-        return " ".join(f"s{s} {v:+.2f}" if signed else f"s{s} {v:.2f}" for s, v in values)
-    m, sd = ms([v for _, v in values])
-    return f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
+        text = " ".join(f"s{s} {v:+.2f}" if signed else f"s{s} {v:.2f}" for s, v in values)
+    else:
+        m, sd = ms([v for _, v in values])
+        text = f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
+    return text + (f" ‡{one_class}" if one_class else "")
+
+
+def one_class(dev):
+    """Whether an MRPC model answered every dev pair alike. F1 hides it: answering "paraphrase" to
+    all pairs gives precision = accuracy (the positive share, 68.4 %) and recall 1, so F1 =
+    2a / (1 + a) = 81.22, four points below a fine-tuned teacher; answering "no" gives F1 0."""
+    a, f = dev.get("accuracy"), dev.get("f1")
+    return a is not None and f is not None and (f == 0 or abs(f - 2 * a / (1 + a)) < 1e-9)
 
 
 def main(results):
     results = pathlib.Path(results)
     commits = set()
+    any_collapsed = False
     for model, label in MODELS:
         if not any((results / "prune" / t / f"seed{k}" / model).glob("*.json") for t in METRIC for k in (1, 2, 3)):
             continue  # no run of this model yet
@@ -85,7 +96,7 @@ def main(results):
         for row, row_label in [("float", "unpruned")] + ROWS:
             cells, shape, sparsities = {}, None, []
             for task, (key, _) in METRIC.items():
-                vals, deltas = [], []
+                vals, deltas, collapsed = [], [], 0
                 for seed in (1, 2, 3):
                     bm = "teacher" if model == "pretrained" else model
                     base = load(results / "methods" / task / f"seed{seed}" / f"{bm}.json") or \
@@ -95,13 +106,15 @@ def main(results):
                         continue
                     v = 100 * run["dev"][key]
                     vals.append((seed, v))
+                    collapsed += task == "mrpc" and one_class(run["dev"])
                     deltas.append((seed, v - 100 * base["dev"][key]))
                     if row != "float":
                         commits.add(run.get("commit", "?"))
                         shape = shape or run
                         if "encoder_sparsity" in run:
                             sparsities.append(100 * run["encoder_sparsity"])
-                cells[task] = (cell(vals), "–" if row == "float" else cell(deltas, signed=True))
+                cells[task] = (cell(vals, one_class=collapsed), "–" if row == "float" else cell(deltas, signed=True))
+                any_collapsed = any_collapsed or collapsed > 0
             if row != "float" and shape is None:
                 continue
             if shape and "encoder_sparsity" not in shape:  # factorize / share rows
@@ -120,6 +133,9 @@ def main(results):
                 removed, params, mb, saves = "0", "–", "–", "–"
             print(f"| {row_label} | {removed} | {params} | {mb} | {cells['sst2'][0]} | {cells['sst2'][1]} | "
                   f"{cells['mrpc'][0]} | {cells['mrpc'][1]} | {saves} |")
+    if any_collapsed:
+        print("\n‡N: on N of the seeds the model gave every MRPC dev pair the same answer (F1 81.22 when "
+              "that answer is \"paraphrase\", the F1 of the majority class; 0 when it is \"no\").")
     print(f"\ncommits: {', '.join(sorted(commits)) or '–'}")
     bench = results / "prune" / "bench"
     if bench.exists():
