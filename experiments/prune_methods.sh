@@ -41,7 +41,8 @@ esac
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
 # sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
 # entropy-neurons-30 is neurons-30 with FFN neurons ranked by activation entropy (Luo & Wu 2017)
-# instead of Michel et al.'s gradient; heads+neurons-lkd-P adds CoFi's layer-wise distillation (hidden-state MSE, layer i ← teacher layer i).
+# instead of Michel et al.'s gradient; heads+neurons-lkd-P adds CoFi's layer-wise distillation
+# (hidden-state MSE, layer i ← teacher layer i).
 # Suffixes (in this order): -sN N iterative steps with the same total fine-tuning (2 epochs per step
 # at 4 steps become 1 at 8), -recE 1 epoch after each step and E more at the final shape
 # (--final-epochs; rec4 spends the same 8 epochs as the plain row), -joint heads and neurons ranked

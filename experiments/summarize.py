@@ -20,6 +20,15 @@ def ms(values):
     return m, s
 
 
+def seeds_cell(values, signed=False):
+    """[(seed, value)] as a table cell: mean ± sample std over three or more seeds; with fewer, each
+    seed's own value ("s1 80.91"), never a mean of one or two runs."""
+    if len(values) < 3:
+        return " ".join(f"s{s} {v:+.2f}" if signed else f"s{s} {v:.2f}" for s, v in values)
+    m, sd = ms([v for _, v in values])
+    return f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
+
+
 def main(out):
     out = pathlib.Path(out)
     for task, metrics in METRICS.items():

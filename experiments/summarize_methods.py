@@ -9,7 +9,7 @@ from RESULTS_DIR/bench/ROW.json written by experiments/bench_methods.sh, when pr
 """
 import json, pathlib, sys
 
-from summarize import ms  # mean ± sample std, as in the foundation tables
+from summarize import ms, seeds_cell  # mean ± sample std, or each seed's value
 
 ROWS = [
     ("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
@@ -83,11 +83,7 @@ def main(out):
                 teacher_params = params
             cells = []
             for name, _ in metrics:
-                # Means over three seeds only; with fewer, each seed's value ("s1 80.91"), never a mean.
-                vals = [100 * r["dev"][name] for r in runs]
-                m, sd = ms(vals)
-                cells.append(f"{m:.2f} ± {sd:.2f}" if len(runs) >= 3 else
-                             " ".join(f"s{r['train']['seed']} {v:.2f}" for r, v in zip(runs, vals)))
+                cells.append(seeds_cell([(r["train"]["seed"], 100 * r["dev"][name]) for r in runs]))
             comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
             seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
             speed = []

@@ -10,7 +10,7 @@ model (same seed).
 """
 import json, pathlib, sys
 
-from summarize import ms  # mean ± sample std, as in the foundation tables
+from summarize import seeds_cell  # mean ± sample std, or each seed's value
 
 ROWS = [
     ("magnitude-50", "magnitude, 50 % unstructured (cubic)"),
@@ -67,12 +67,7 @@ def load(path):
 def cell(values, signed=False, one_class=0):
     if not values:
         return "–"
-    if len(values) < 3:
-        text = " ".join(f"s{s} {v:+.2f}" if signed else f"s{s} {v:.2f}" for s, v in values)
-    else:
-        m, sd = ms([v for _, v in values])
-        text = f"{m:+.2f} ± {sd:.2f}" if signed else f"{m:.2f} ± {sd:.2f}"
-    return text + (f" ‡{one_class}" if one_class else "")
+    return seeds_cell(values, signed) + (f" ‡{one_class}" if one_class else "")
 
 
 def one_class(dev):
