@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <random>
+#include <set>
 #include <unordered_map>
 
 #include "condense/core/error.h"
@@ -43,6 +45,7 @@ void DistillOptions::validate() const {
   CONDENSE_CHECK(mlm_weight >= 0 && mlm_distill_weight >= 0 && std::isfinite(mlm_weight + mlm_distill_weight),
                  "distill options 'mlm_weight' and 'mlm_distill_weight' must be >= 0");
   CONDENSE_CHECK(mask_prob > 0 && mask_prob < 1, "distill option 'mask_prob' must be in (0,1), found {}", mask_prob);
+  CONDENSE_CHECK(teacher_cache_mb >= 0, "distill option 'teacher_cache_mb' must be >= 0, found {}", teacher_cache_mb);
   CONDENSE_CHECK(!progressive || !uses_mlm(), "distill option 'progressive' cannot be combined with masked-LM terms");
   CONDENSE_CHECK(!progressive || (!layer_losses.empty() && prediction_weight == 0),
                  "distill option 'progressive' trains layer terms one layer at a time: it needs layer_losses and "
@@ -537,6 +540,136 @@ std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& ids, co
   return {corrupted, targets};
 }
 
+namespace {
+
+// The teacher outputs a set of layer terms reads: hidden-state slots (0 = embedding output, l =
+// layer l), and the layers (0-based) whose pre-softmax scores or probabilities are compared.
+struct TeacherNeeds {
+  std::vector<int64_t> hidden, scores, probs;
+};
+
+TeacherNeeds teacher_needs(const std::vector<LayerLossTerm>& terms, const std::vector<LayerPair>& pairs) {
+  std::set<int64_t> hidden, scores, probs;
+  for (const auto& term : terms) {
+    if (term.loss == LayerLoss::EmbeddingMSE) {
+      hidden.insert(0);
+      continue;
+    }
+    for (const auto& p : pairs) {
+      if (term.loss == LayerLoss::AttentionMSE) scores.insert(p.teacher - 1);
+      else if (term.loss == LayerLoss::AttentionKL) probs.insert(p.teacher - 1);
+      else hidden.insert(p.teacher);
+    }
+  }
+  return {{hidden.begin(), hidden.end()}, {scores.begin(), scores.end()}, {probs.begin(), probs.end()}};
+}
+
+// The teacher's outputs per example, each trimmed to the example's own length, from which every
+// batch's padded BertOutput is assembled. Padding positions come back as 0: every layer loss masks
+// them (attention terms by (query, key) pairs of real tokens), and a padding key's teacher
+// probability is 0 either way.
+class TeacherLayerCache {
+ public:
+  TeacherLayerCache(nn::BertClassifier& teacher, const train::EncodedDataset& d, const TeacherNeeds& needs,
+                    const nn::ForwardOptions& fwd)
+      : needs_(needs), layers_(teacher->config().num_hidden_layers) {
+    const auto n = d.size();
+    hidden_.assign(needs_.hidden.size(), std::vector<torch::Tensor>(n));
+    scores_.assign(needs_.scores.size(), std::vector<torch::Tensor>(n));
+    probs_.assign(needs_.probs.size(), std::vector<torch::Tensor>(n));
+    logits_ = torch::empty({static_cast<int64_t>(n), teacher->config().num_labels}, torch::kFloat32);
+    torch::NoGradGuard guard;
+    const bool was_training = teacher->is_training();
+    teacher->eval();
+    for (const auto& idx : data::bucket_batches(d.lengths(), 64, false, 0)) {
+      auto b = train::make_batch(d, idx);
+      auto out = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+      logits_.index_copy_(0, b.indices, out.logits);
+      for (std::size_t r = 0; r < idx.size(); ++r) {
+        const auto i = idx[r];
+        const auto len = static_cast<int64_t>(d.input_ids[i].size());
+        const auto row = static_cast<int64_t>(r);
+        for (std::size_t k = 0; k < needs_.hidden.size(); ++k) {
+          hidden_[k][i] = out.hidden_states.at(static_cast<std::size_t>(needs_.hidden[k]))[row].narrow(0, 0, len).clone();
+        }
+        auto square = [&](const torch::Tensor& a) { return a[row].narrow(1, 0, len).narrow(2, 0, len).clone(); };
+        for (std::size_t k = 0; k < needs_.scores.size(); ++k) {
+          scores_[k][i] = square(out.attention_scores.at(static_cast<std::size_t>(needs_.scores[k])));
+        }
+        for (std::size_t k = 0; k < needs_.probs.size(); ++k) {
+          probs_[k][i] = square(out.attentions.at(static_cast<std::size_t>(needs_.probs[k])));
+        }
+      }
+    }
+    if (was_training) teacher->train();
+  }
+
+  // The batch's teacher output, shaped as teacher->forward would return it for the slots needed.
+  nn::BertOutput batch(const train::Batch& b) const {
+    nn::BertOutput out;
+    out.logits = logits_.index_select(0, b.indices);
+    out.hidden_states.resize(static_cast<std::size_t>(layers_ + 1));
+    out.attention_scores.resize(static_cast<std::size_t>(layers_));
+    out.attentions.resize(static_cast<std::size_t>(layers_));
+    const int64_t rows = b.size(), seq = b.input_ids.size(1);
+    auto idx = b.indices.contiguous();
+    const auto* ids = idx.data_ptr<int64_t>();
+    auto gather = [&](const std::vector<torch::Tensor>& per_example, bool square) {
+      const auto& first = per_example.at(static_cast<std::size_t>(ids[0]));
+      auto t = square ? torch::zeros({rows, first.size(0), seq, seq}) : torch::zeros({rows, seq, first.size(1)});
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto& x = per_example.at(static_cast<std::size_t>(ids[r]));
+        const int64_t len = square ? x.size(1) : x.size(0);
+        auto dst = square ? t[r].narrow(1, 0, len).narrow(2, 0, len) : t[r].narrow(0, 0, len);
+        dst.copy_(x);
+      }
+      return t;
+    };
+    for (std::size_t k = 0; k < needs_.hidden.size(); ++k) {
+      out.hidden_states[static_cast<std::size_t>(needs_.hidden[k])] = gather(hidden_[k], false);
+    }
+    for (std::size_t k = 0; k < needs_.scores.size(); ++k) {
+      out.attention_scores[static_cast<std::size_t>(needs_.scores[k])] = gather(scores_[k], true);
+    }
+    for (std::size_t k = 0; k < needs_.probs.size(); ++k) {
+      out.attentions[static_cast<std::size_t>(needs_.probs[k])] = gather(probs_[k], true);
+    }
+    return out;
+  }
+
+ private:
+  TeacherNeeds needs_;
+  int64_t layers_;
+  std::vector<std::vector<torch::Tensor>> hidden_, scores_, probs_;  // [slot][example]
+  torch::Tensor logits_;
+};
+
+}  // namespace
+
+int64_t teacher_layer_cache_bytes(const DistillOptions& o, int64_t student_layers, const nn::BertConfig& tc,
+                                  const train::EncodedDataset& d) {
+  if (o.layer_losses.empty()) return 0;
+  const auto needs = teacher_needs(o.layer_losses, resolve_layer_map(o.layer_map, student_layers, tc.num_hidden_layers));
+  auto heads = [&](int64_t layer) {
+    return tc.layer_heads.empty() ? tc.num_attention_heads : tc.layer_heads.at(static_cast<std::size_t>(layer));
+  };
+  int64_t per_token = static_cast<int64_t>(needs.hidden.size()) * tc.hidden_size, per_pair = 0;
+  for (auto l : needs.scores) per_pair += heads(l);
+  for (auto l : needs.probs) per_pair += heads(l);
+  int64_t floats = static_cast<int64_t>(d.size()) * tc.num_labels;
+  for (auto len : d.lengths()) {
+    const auto l = static_cast<int64_t>(len);
+    floats += l * per_token + l * l * per_pair;
+  }
+  return floats * static_cast<int64_t>(sizeof(float));
+}
+
+bool caches_teacher_layers(const DistillOptions& o, int64_t student_layers, const nn::BertConfig& teacher,
+                           const train::EncodedDataset& d) {
+  return !o.layer_losses.empty() && o.cache_teacher && !o.uses_mlm() &&
+         teacher_layer_cache_bytes(o, student_layers, teacher, d) <= o.teacher_cache_mb * (int64_t{1} << 20);
+}
+
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& o,
                            torch::Tensor teacher_logits, const MlmSetup* mlm) {
@@ -580,6 +713,10 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
       aux->register_module("mlm_head", s_head);
       if (t_head) t_head->eval();
     }
+    std::optional<TeacherLayerCache> cache;
+    if (caches_teacher_layers(o, sc.num_hidden_layers, tc, train_set)) {
+      cache.emplace(teacher, train_set, teacher_needs(o.layer_losses, pairs), fwd);
+    }
     auto run = [&](const std::vector<LayerPair>& active, const train::TrainOptions& to) {
       return train::train_loop(
           student, train_set, to,
@@ -592,7 +729,9 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
               std::tie(ids, targets) = mask_tokens(b.input_ids, b.attention_mask, *mlm, o.mask_prob, gen);
             }
             nn::BertOutput t;
-            {
+            if (cache) {
+              t = cache->batch(b);
+            } else {
               torch::NoGradGuard guard;
               t = teacher->forward(ids, b.token_type_ids, b.attention_mask, fwd);
             }

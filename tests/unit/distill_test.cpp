@@ -661,6 +661,73 @@ TEST(DistillLayers, TinyIntermediateDistillationLearnsAndResumes) {
   }
 }
 
+// The teacher's outputs for layer terms, cached once per example (default), must train the student
+// as running the teacher on every batch does (teacher_cache_mb 0): the same values up to float
+// rounding, for every layer term, a narrower student (projections) and the logits of the
+// prediction term. The size estimate is checked by hand on two examples.
+TEST(DistillLayers, CachedTeacherLayersTrainAsPerBatchTeacher) {
+  auto teacher = tiny_model(3, 1);
+  auto data = synthetic(48, 6);
+  struct Case {
+    const char* name;
+    StudentOptions student;
+    std::vector<distill::LayerLossTerm> terms;
+    const char* map;
+    double prediction_weight;
+  };
+  const std::vector<Case> cases{
+      {"tinybert", StudentOptions().with_layers(2).with_hidden_size(16).with_intermediate_size(32).with_init("scratch"),
+       {{LayerLoss::EmbeddingMSE, 1}, {LayerLoss::HiddenMSE, 1}, {LayerLoss::AttentionMSE, 1}}, "uniform", 1.0},
+      {"cosine-kl-pkd", StudentOptions().with_layers(1).with_init_layers({0}),
+       {{LayerLoss::HiddenCosine, 1}, {LayerLoss::AttentionKL, 1}, {LayerLoss::PkdCls, 1}}, "last", 0.0}};
+  for (const auto& c : cases) {
+    auto o = DistillOptions()
+                 .with_prediction_weight(c.prediction_weight)
+                 .with_layer_losses(c.terms)
+                 .with_layer_map(LayerMapOptions().with_strategy(c.map))
+                 .with_train(TrainOptions().with_epochs(3).with_batch_size(8).with_learning_rate(3e-3).with_seed(3));
+    const int64_t layers = c.student.layers;
+    EXPECT_TRUE(distill::caches_teacher_layers(o, layers, teacher->config(), data)) << c.name;
+    auto per_batch = o;
+    per_batch.with_teacher_cache_mb(0);
+    EXPECT_FALSE(distill::caches_teacher_layers(per_batch, layers, teacher->config(), data)) << c.name;
+    auto a = distill::make_student(teacher, c.student, 2);
+    auto b = distill::make_student(teacher, c.student, 2);
+    torch::manual_seed(7);  // the projections are drawn from the global generator
+    distill::distill(a, teacher, data, o);
+    torch::manual_seed(7);
+    distill::distill(b, teacher, data, per_batch);
+    double worst = 0;
+    for (const auto& p : a->named_parameters()) {
+      worst = std::max(worst, (p.value() - b->named_parameters()[p.key()]).abs().max().item<double>());
+    }
+    std::cerr << c.name << ": largest parameter difference " << worst << "\n";
+    EXPECT_LT(worst, 1e-4) << c.name;
+    EXPECT_FALSE(torch::equal(a->named_parameters()["bert.encoder.layer.0.attention.self.query.weight"],
+                              distill::make_student(teacher, c.student, 2)
+                                  ->named_parameters()["bert.encoder.layer.0.attention.self.query.weight"]))
+        << c.name << ": the student must have trained";
+  }
+
+  // Two examples of 3 and 5 tokens; a 1-layer student mapped to teacher layer 3 ("last"): hidden
+  // slots 0 (embeddings) and 3 of 32 floats per token, layer 3's scores (2 heads) per token pair,
+  // 2 logits per example: 4 · (2·2 + (3+5)·32·2 + (9+25)·2) = 2,336 bytes.
+  train::EncodedDataset two;
+  for (int64_t len : {3, 5}) {
+    two.input_ids.emplace_back(len, 7);
+    two.token_type_ids.emplace_back(len, 0);
+    two.labels.push_back(0);
+    two.scores.push_back(0);
+  }
+  auto o = DistillOptions()
+               .with_layer_losses({{LayerLoss::EmbeddingMSE, 1}, {LayerLoss::HiddenMSE, 1}, {LayerLoss::AttentionMSE, 1}})
+               .with_layer_map(LayerMapOptions().with_strategy("last"));
+  EXPECT_EQ(distill::teacher_layer_cache_bytes(o, 1, teacher->config(), two), 2336);
+  EXPECT_EQ(distill::teacher_layer_cache_bytes(DistillOptions(), 1, teacher->config(), two), 0);
+  EXPECT_FALSE(distill::caches_teacher_layers(DistillOptions(o).with_cache_teacher(false), 1, teacher->config(), two));
+  EXPECT_HAS(error_of([&] { DistillOptions().with_teacher_cache_mb(-1).validate(); }), "'teacher_cache_mb'");
+}
+
 TEST(DistillLayers, ShapeProblemsAreClearErrors) {
   auto teacher = tiny_model(2, 1);  // 2 heads
   auto data = synthetic(8, 4);

@@ -25,6 +25,7 @@ struct DistillArgs {
   std::vector<int64_t> init_layers;
   std::optional<double> temperature, alpha, temperature_end, alpha_end;
   bool no_cache = false;
+  std::optional<int64_t> teacher_cache_mb;
   std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
   std::vector<std::string> extra_teachers;
   std::optional<int64_t> augment, augment_neighbours;
@@ -110,6 +111,7 @@ void run(DistillArgs a, const CLI::App& sub) {
     if (a.temperature_end) o.temperature_end = *a.temperature_end;
     if (a.alpha_end) o.alpha_end = *a.alpha_end;
     o.cache_teacher = !a.no_cache;
+    if (a.teacher_cache_mb) o.teacher_cache_mb = *a.teacher_cache_mb;
     o.train.state_dir = stages.size() == 1 ? state_root : state_root / st.name;
     o.train.on_progress = progress_bar(stages.size() == 1 ? "distill" : st.name, a.train.quiet);
     o.validate();
@@ -246,7 +248,8 @@ void run(DistillArgs a, const CLI::App& sub) {
                                                                  .with_max_length(r.max_length))
                                : train::EncodedDataset{};
   // The teacher runs once over the training set and every epoch reads the cache, unless no stage
-  // needs its logits alone (alpha 0 needs none; with layer losses the teacher runs on every batch).
+  // needs its logits alone (alpha 0 needs none; with layer losses distill() keeps its own cache of
+  // the outputs those read when they fit in --teacher-cache-mb, else runs the teacher per batch).
   torch::Tensor teacher_logits;
   double cache_seconds = 0;
   nlohmann::json stage_log = nlohmann::json::array();
@@ -270,6 +273,7 @@ void run(DistillArgs a, const CLI::App& sub) {
       }
       cache_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }
+    const auto stage_start = std::chrono::steady_clock::now();
     if (r.dualtrain) {
       tr = distill::dual_train(student, teacher, enc_train_student, enc_mixed, o, *r.dualtrain, teacher_logits);
     } else {
@@ -289,6 +293,16 @@ void run(DistillArgs a, const CLI::App& sub) {
     d["learning_rate"] = o.train.learning_rate;
     d["steps"] = tr.steps;
     d["seconds"] = tr.seconds;
+    // With its teacher cache built: the time of the stage's one teacher pass is in here, not in seconds.
+    d["wall_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();
+    if (!text_student && !r.dualtrain && !o.layer_losses.empty()) {
+      const bool cached = distill::caches_teacher_layers(o, student_layers, teacher->config(), enc_train_student);
+      d["teacher_layer_cache_mib"] =
+          cached ? nlohmann::json(static_cast<double>(distill::teacher_layer_cache_bytes(
+                                      o, student_layers, teacher->config(), enc_train_student)) /
+                                  (1 << 20))
+                 : nlohmann::json();  // null: the teacher ran on every batch
+    }
     d["mean_loss_last_epoch"] = tr.mean_loss_last_epoch;
     stage_log.push_back(d);
   }
@@ -426,6 +440,9 @@ void add_distill(CLI::App& app) {
   sub->add_option("--augment-prob", a->augment_prob, "Probability of replacing each eligible word (default 0.4)");
   sub->add_option("--augment-neighbours", a->augment_neighbours, "Nearest neighbours to choose from (default 15)");
   sub->add_flag("--no-teacher-cache", a->no_cache, "Run the teacher on every batch instead of once (for timing)");
+  sub->add_option("--teacher-cache-mb", a->teacher_cache_mb,
+                  "Layer losses: MiB the teacher's per-example hidden states and attention maps may take when "
+                  "cached (default 6144; larger sets run the teacher on every batch)");
   sub->add_option("--corpus", a->corpus,
                   "General distillation on unlabelled text: text files, and 'task' for the task's training "
                   "sentences (comma-separated)")

@@ -116,15 +116,21 @@ struct DistillOptions {
   double mlm_weight = 0;
   double mlm_distill_weight = 0;
   double mask_prob = 0.15;
-  /// Run the teacher once and reuse its logits (default). false runs the teacher on every batch,
-  /// which only data augmentation needs; it exists to measure what caching saves.
+  /// Run the teacher once and reuse its outputs (default): its logits, and with layer losses also
+  /// the hidden states and attention maps those terms read, when they fit in teacher_cache_mb
+  /// (see caches_teacher_layers). false runs the teacher on every batch; it exists to measure what
+  /// caching saves.
   bool cache_teacher = true;
+  /// Memory the per-example layer outputs may take, in MiB (MRPC with TinyBERT's terms: ~3.4 GiB).
+  /// Larger sets (augmented data, general distillation on a corpus) run the teacher on every batch.
+  int64_t teacher_cache_mb = 6144;
   train::TrainOptions train; ///< the optimisation loop
 
   DistillOptions& with_soft_loss(SoftLoss v) { soft_loss = v; return *this; }
   DistillOptions& with_temperature(double v) { temperature = v; return *this; }
   DistillOptions& with_alpha(double v) { alpha = v; return *this; }
   DistillOptions& with_cache_teacher(bool v) { cache_teacher = v; return *this; }
+  DistillOptions& with_teacher_cache_mb(int64_t v) { teacher_cache_mb = v; return *this; }
   DistillOptions& with_prediction_weight(double v) { prediction_weight = v; return *this; }
   DistillOptions& with_temperature_end(double v) { temperature_end = v; return *this; }
   DistillOptions& with_alpha_end(double v) { alpha_end = v; return *this; }
@@ -346,12 +352,25 @@ std::pair<torch::Tensor, torch::Tensor> mask_tokens(const torch::Tensor& ids, co
 /// Distils `teacher` into `student` on `train_set`. `teacher_logits` is the cache
 /// ([N, num_labels], dataset order); compute it with train::predict_logits or pass an empty
 /// tensor to have it computed here (ignored when options.cache_teacher is false). With layer
-/// losses the teacher runs on every batch (its hidden states are too large to cache: 7 layers ×
-/// 384 floats per token) and the cache is not used. Throws before training when the layer map or
-/// the shapes cannot work (attention terms need equal head counts).
+/// losses, the teacher's outputs those terms read are cached per example when
+/// caches_teacher_layers() says so, and otherwise the teacher runs on every batch; `teacher_logits`
+/// is not used. Throws before training when the layer map or the shapes cannot work (attention
+/// terms need equal head counts).
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
                            const train::EncodedDataset& train_set, const DistillOptions& options,
                            torch::Tensor teacher_logits = {}, const MlmSetup* mlm = nullptr);
+
+/// Bytes the teacher's per-example outputs for `options.layer_losses` take on `train_set` (each
+/// example at its own length, fp32: the mapped layers' hidden states, attention maps and logits).
+int64_t teacher_layer_cache_bytes(const DistillOptions& options, int64_t student_layers,
+                                  const nn::BertConfig& teacher, const train::EncodedDataset& train_set);
+/// Whether distill() computes those outputs once instead of on every batch: the teacher runs in eval
+/// mode, so they are the same every epoch, and a multi-epoch stage with layer losses (TinyBERT's 10
+/// intermediate epochs, MobileBERT's progressive passes) then pays for one teacher pass in all.
+/// True when there are layer losses, cache_teacher is set, there is no masked-LM term (its inputs
+/// change every step) and the bytes fit in teacher_cache_mb.
+bool caches_teacher_layers(const DistillOptions& options, int64_t student_layers, const nn::BertConfig& teacher,
+                           const train::EncodedDataset& train_set);
 
 /// Distils into a BiLSTM or CNN student: prediction-layer losses only (soft targets by KL or logit
 /// MSE, mixed with the labels by alpha; Tang et al. use MSE), from the cached teacher logits
