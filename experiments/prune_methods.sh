@@ -106,8 +106,10 @@ for seed in $SEEDS; do
         name="${name%-long}"
         if [ "$TASK" = sst2 ]; then lim=16000; ep=4; else ep=$((ep * 8)); fi
       fi
+      # One-shot, iterative and layer rows resume an interrupted run from <out>.state; cubic rows
+      # start over (their masks change inside the run; docs/cli.md).
       p=(prune --model "$src" --out "$out" --task "$TASK" --data "$DATA" --train-limit "$lim" --seed "$seed"
-         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep" "${extra[@]}")
+         --threads "$THREADS" --quiet --teacher "$d/teacher" --epochs "$ep" --save-every 100 --resume "${extra[@]}")
       R=recipes/prune
       # Structured rows: "% of encoder weights" converted to the unit's own share (attention is 1/3
       # of a BERT layer's linear weights, the FFN 2/3).

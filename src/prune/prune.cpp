@@ -685,6 +685,9 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     wacc.clear();
     hacc.clear();
     nacc.clear();
+    // The gates also collect gradients during the fine-tuning run before this pass; those are not
+    // part of the estimate (and a resumed run would have collected fewer of them).
+    zero_gate_grads(gates);
     double k = 0;
     for (const auto& b : batches) {
       model->zero_grad();
@@ -747,14 +750,29 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     }
   };
 
+  // Each fine-tuning run keeps its training state in its own folder (run1, run2, ... under
+  // train.state_dir), so a resumed prune replays the finished runs from their final state and the
+  // masks between them from the same weights, and continues the interrupted run where it stopped.
+  // Not the cubic schedule: its masks and movement scores change inside the run, and a resumed
+  // loop would not restore them, so it always runs from the start.
+  const bool resumable = o.schedule != Schedule::Cubic && !o.train.state_dir.empty();
+  int64_t runs = 0;
   auto fine_tune = [&](std::function<void(int64_t)> hook, int64_t epochs) {
-    if (epochs < 1) return;
+    if (epochs < 1 || !result.finished) return;
     auto t = o.train;
     t.epochs = epochs;
     t.after_backward = hook;
+    if (resumable) {
+      t.state_dir = o.train.state_dir / ("run" + std::to_string(++runs));
+    } else {
+      t.state_dir.clear();
+      t.save_every = 0;
+      t.resume = false;
+    }
     model->layerdrop = o.layerdrop;
     result.fine_tuning.push_back(train::train_loop(model, data, t, loss));
     model->layerdrop = 0;
+    result.finished = result.fine_tuning.back().finished;
   };
 
   if (structured_units && (needs_grad_scores || o.criterion == Criterion::Entropy)) gates = install_gates(model, masks);
@@ -822,7 +840,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
       fine_tune({}, o.train.epochs);
       penalty_on = false;
     }
-    for (int64_t r = 1; r <= rounds; ++r) {
+    for (int64_t r = 1; r <= rounds && result.finished; ++r) {
       if (needs_grad_scores) score_pass();
       update_masks(o.sparsity * static_cast<double>(r) / static_cast<double>(rounds));
       if (r == rounds) penalty_on = false;
@@ -830,6 +848,10 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     }
   }
   fine_tune({}, o.final_epochs);  // recovery at the final shape (0 for cubic: validate())
+  if (!result.finished) {
+    result.model = model;  // stopped by train.stop_after: masked, not shrunk
+    return result;
+  }
 
   // Finish: weight masks multiplied in; heads, neurons and layers removed physically.
   model->eval();

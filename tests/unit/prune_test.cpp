@@ -355,6 +355,58 @@ TEST(Prune, JointTaylorAndFinalEpochs) {
   }
 }
 
+// Iterative pruning interrupted inside its first fine-tuning run and resumed must end where an
+// uninterrupted run ends: the finished runs replay from their saved state, the masks between them
+// are recomputed from the same weights, and the interrupted run continues at its step.
+TEST(Prune, IterativePruningResumesWhereItStopped) {
+  auto data = ct::tiny_sst2(32, 13);
+  const auto opts = prune::PruneOptions()
+                        .with_criterion(Criterion::Taylor)
+                        .with_granularity(Granularity::HeadsNeurons)
+                        .with_schedule(Schedule::Iterative)
+                        .with_steps(2)
+                        .with_final_epochs(1)
+                        .with_sparsity(0.5)
+                        .with_score_batches(2)
+                        .with_train(train::TrainOptions().with_epochs(1).with_batch_size(8).with_seed(5));
+  auto run = [&](const train::TrainOptions& t) {
+    auto m = ct::tiny_bert(12);
+    torch::manual_seed(5);  // as `condense prune` does at its start
+    return prune::prune(m, data, prune::PruneOptions(opts).with_train(t));
+  };
+  const auto whole = run(opts.train);
+  ASSERT_TRUE(whole.finished);
+  ASSERT_EQ(whole.fine_tuning.size(), 3u);
+
+  const auto dir = ct::scratch_dir("prune_resume");
+  auto saving = opts.train;
+  saving.with_state_dir(dir).with_save_every(1);
+  const auto stopped = run(train::TrainOptions(saving).with_stop_after(3));
+  EXPECT_FALSE(stopped.finished);
+  EXPECT_EQ(stopped.fine_tuning.size(), 1u);
+  EXPECT_TRUE(fs::exists(dir / "run1"));
+  EXPECT_FALSE(fs::exists(dir / "run2"));
+
+  const auto resumed = run(train::TrainOptions(saving).with_resume());
+  ASSERT_TRUE(resumed.finished);
+  ASSERT_EQ(resumed.fine_tuning.size(), 3u);
+  EXPECT_EQ(resumed.fine_tuning[0].resumed_from, 3);
+  EXPECT_EQ(resumed.fine_tuning[1].resumed_from, 0);
+  auto expect_same = [&](const prune::PruneResult& r, const char* what) {
+    EXPECT_EQ(r.model->config().layer_heads, whole.model->config().layer_heads) << what;
+    EXPECT_EQ(r.model->config().layer_intermediate, whole.model->config().layer_intermediate) << what;
+    auto want = whole.model->named_parameters();
+    for (const auto& p : r.model->named_parameters()) {
+      EXPECT_TRUE(torch::equal(p.value(), want[p.key()])) << what << ": " << p.key();
+    }
+  };
+  expect_same(resumed, "resumed");
+  // Every run finished: a further resume replays all three from their final state.
+  const auto replayed = run(train::TrainOptions(saving).with_resume());
+  EXPECT_EQ(replayed.fine_tuning[2].resumed_from, replayed.fine_tuning[2].steps);
+  expect_same(replayed, "replayed");
+}
+
 // ---- LayerDrop ----
 
 TEST(Prune, LayerDropOnlyActsInTraining) {

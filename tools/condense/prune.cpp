@@ -68,6 +68,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   int max_len = 128;
   int64_t limit = 0;
   a.train.apply(o.train, max_len, limit);
+  if (o.train.state_dir.empty()) o.train.state_dir = a.out + ".state";
   o.train.on_progress = progress_bar("prune", a.train.quiet);
   o.validate();
 
@@ -86,7 +87,16 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   CONDENSE_CHECK(recipe.layer_losses.empty() || !a.teacher.empty(),
                  "{}: field 'distill.layer_losses' needs a --teacher to compare layers with", a.recipe);
   auto loss = kd_loss(a.teacher, enc_train, recipe.alpha, recipe.temperature, recipe.layer_losses);
+  if (o.train.resume && o.schedule == prune::Schedule::Cubic) {
+    fmt::print(stderr, "note: --resume does not apply to the cubic schedule (its masks change inside the run); "
+                       "it starts over\n");
+  }
   auto r = prune::prune(model, enc_train, o, loss);
+  if (!r.finished) {
+    fmt::print(stderr, "stopped after step {} of fine-tuning run {}; training state is in {}\n",
+               r.fine_tuning.back().steps, r.fine_tuning.size(), o.train.state_dir.string());
+    return;
+  }
   const bool unstructured = o.granularity == prune::Granularity::Unstructured || o.granularity == prune::Granularity::NM;
 
   double fine_tune_seconds = 0;
@@ -153,6 +163,7 @@ void run(const PruneArgs& a, const CLI::App& sub) {
   fmt::print("{} dev {}: {:.4f} (before pruning {:.4f})\n", info.name, info.main_metric, ev.metrics.at("main"),
              before.metrics.at("main"));
   if (unstructured) fmt::print("note: {}\n", m["saves"].get<std::string>());
+  drop_state(a.train, o.train.state_dir);
 }
 }  // namespace
 

@@ -133,11 +133,17 @@ struct PruneResult {
   int64_t params_before = 0, params_after = 0;  ///< all parameters
   int64_t encoder_weights_before = 0, encoder_weights_after = 0;  ///< nonzero encoder linear weights
   std::vector<train::TrainResult> fine_tuning;
+  /// false when train.stop_after interrupted a fine-tuning run: `model` is then the masked model
+  /// at that point, and a call with train.resume continues from train.state_dir.
+  bool finished = true;
 };
 
 /// Prunes a copy of `model` on `train` data. `loss` is the fine-tuning objective (empty = the task
 /// loss); a caller distilling from the unpruned teacher passes its KD loss here. Gradient criteria
-/// (taylor, movement, layer importance) read the same loss.
+/// (taylor, movement, layer importance) read the same loss. With train.state_dir (and save_every),
+/// the one-shot, iterative and layer schedules are resumable: each fine-tuning run keeps its state
+/// in state_dir/runN, and with train.resume the call replays the finished runs and continues the
+/// interrupted one, ending where an uninterrupted call would. The cubic schedule always starts over.
 PruneResult prune(nn::BertClassifier& model, const train::EncodedDataset& train, const PruneOptions& options,
                   const train::LossFn& loss = {});
 
