@@ -577,31 +577,30 @@ class TeacherLayerCache {
     hidden_.assign(needs_.hidden.size(), std::vector<torch::Tensor>(n));
     scores_.assign(needs_.scores.size(), std::vector<torch::Tensor>(n));
     probs_.assign(needs_.probs.size(), std::vector<torch::Tensor>(n));
-    logits_ = torch::empty({static_cast<int64_t>(n), teacher->config().num_labels}, torch::kFloat32);
-    torch::NoGradGuard guard;
-    const bool was_training = teacher->is_training();
-    teacher->eval();
-    for (const auto& idx : data::bucket_batches(d.lengths(), 64, false, 0)) {
-      auto b = train::make_batch(d, idx);
-      auto out = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
-      logits_.index_copy_(0, b.indices, out.logits);
-      for (std::size_t r = 0; r < idx.size(); ++r) {
-        const auto i = idx[r];
-        const auto len = static_cast<int64_t>(d.input_ids[i].size());
-        const auto row = static_cast<int64_t>(r);
-        for (std::size_t k = 0; k < needs_.hidden.size(); ++k) {
-          hidden_[k][i] = out.hidden_states.at(static_cast<std::size_t>(needs_.hidden[k]))[row].narrow(0, 0, len).clone();
-        }
-        auto square = [&](const torch::Tensor& a) { return a[row].narrow(1, 0, len).narrow(2, 0, len).clone(); };
-        for (std::size_t k = 0; k < needs_.scores.size(); ++k) {
-          scores_[k][i] = square(out.attention_scores.at(static_cast<std::size_t>(needs_.scores[k])));
-        }
-        for (std::size_t k = 0; k < needs_.probs.size(); ++k) {
-          probs_[k][i] = square(out.attentions.at(static_cast<std::size_t>(needs_.probs[k])));
-        }
-      }
-    }
-    if (was_training) teacher->train();
+    // One pass in eval mode without gradients (predict_logits), keeping each example's slices.
+    logits_ = train::predict_logits(
+        *teacher,
+        [&](const train::Batch& b) {
+          auto out = teacher->forward(b.input_ids, b.token_type_ids, b.attention_mask, fwd);
+          auto ids = b.indices.contiguous();
+          for (int64_t row = 0; row < b.size(); ++row) {
+            const auto i = static_cast<std::size_t>(ids.data_ptr<int64_t>()[row]);
+            const auto len = static_cast<int64_t>(d.input_ids[i].size());
+            for (std::size_t k = 0; k < needs_.hidden.size(); ++k) {
+              hidden_[k][i] =
+                  out.hidden_states.at(static_cast<std::size_t>(needs_.hidden[k]))[row].narrow(0, 0, len).clone();
+            }
+            auto square = [&](const torch::Tensor& a) { return a[row].narrow(1, 0, len).narrow(2, 0, len).clone(); };
+            for (std::size_t k = 0; k < needs_.scores.size(); ++k) {
+              scores_[k][i] = square(out.attention_scores.at(static_cast<std::size_t>(needs_.scores[k])));
+            }
+            for (std::size_t k = 0; k < needs_.probs.size(); ++k) {
+              probs_[k][i] = square(out.attentions.at(static_cast<std::size_t>(needs_.probs[k])));
+            }
+          }
+          return out.logits;
+        },
+        teacher->config().num_labels, d);
   }
 
   // The batch's teacher output, shaped as teacher->forward would return it for the slots needed.
