@@ -187,6 +187,23 @@ FeatureProjectionImpl::FeatureProjectionImpl(int64_t student_width, int64_t teac
   }
 }
 
+void FeatureProjectionImpl::start_as_embedding(const std::vector<int64_t>& channels) {
+  torch::NoGradGuard guard;
+  for (auto& lin : maps_) {
+    CONDENSE_CHECK(static_cast<int64_t>(channels.size()) == lin->weight.size(1),
+                   "distill option 'projection_channels' lists {} channels but the student is {} wide", channels.size(),
+                   lin->weight.size(1));
+    lin->weight.zero_();
+    lin->bias.zero_();
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+      CONDENSE_CHECK(channels[i] >= 0 && channels[i] < lin->weight.size(0),
+                     "distill option 'projection_channels': channel {} is outside the teacher's {}", channels[i],
+                     lin->weight.size(0));
+      lin->weight[channels[i]][static_cast<int64_t>(i)] = 1.0;
+    }
+  }
+}
+
 torch::Tensor FeatureProjectionImpl::forward(const torch::Tensor& x, int64_t slot) {
   if (maps_.empty()) return x;
   return maps_.size() == 1 ? maps_[0]->forward(x) : maps_.at(static_cast<std::size_t>(slot))->forward(x);
@@ -333,6 +350,119 @@ std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teache
   return out;
 }
 
+namespace {
+
+/// The indices of the k largest of `score` (1-D), ascending: what a slice keeps.
+torch::Tensor top_sorted(const torch::Tensor& score, int64_t k) {
+  return std::get<0>(std::get<1>(score.topk(k)).sort());
+}
+
+}  // namespace
+
+std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int64_t width) {
+  const auto& tc = teacher->config();
+  CONDENSE_CHECK(width > 0 && width <= tc.hidden_size, "student option 'hidden_size' is {}: init teacher-slice keeps 1 to {} "
+                 "of the teacher's hidden channels", width, tc.hidden_size);
+  torch::NoGradGuard guard;
+  auto score = torch::zeros({tc.hidden_size});
+  for (const auto& p : teacher->named_parameters()) {
+    const auto& name = p.key();
+    if (name.find("LayerNorm.") != std::string::npos && p.value().dim() == 1 && p.value().size(0) == tc.hidden_size) {
+      score += p.value().abs();
+    }
+  }
+  auto kept = top_sorted(score, width);
+  return {kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + width};
+}
+
+namespace {
+
+/// init "teacher-slice": every student parameter is a slice of the teacher's, through the kept
+/// hidden channels, heads and head dimensions, and FFN neurons; none is left at random.
+void slice_teacher_into(nn::BertClassifier& student, nn::BertClassifier& teacher, const std::vector<int64_t>& layers) {
+  const auto& sc = student->config();
+  const auto& tc = teacher->config();
+  auto fail_if = [&](bool bad, const std::string& what) {
+    CONDENSE_CHECK(!bad, "student option 'init' is 'teacher-slice' but {}; use init: scratch", what);
+  };
+  fail_if(tc.per_layer_shapes() || !tc.ranks.empty() || !tc.hash_buckets.empty() || tc.embedding_size > 0 ||
+              tc.bottleneck_size > 0 || tc.num_ffn > 1 || tc.norm != nn::NormKind::LayerNorm,
+          "the teacher is not a plain BERT (pruned, factorized, shared or bottleneck layers, or another norm)");
+  fail_if(sc.bottleneck_size > 0 || sc.num_ffn > 1 || sc.norm != nn::NormKind::LayerNorm || sc.vocab_size != tc.vocab_size,
+          "the student is not a plain BERT over the teacher's vocabulary with LayerNorm");
+  const int64_t th = tc.num_attention_heads, td = tc.head_dim(), sh = sc.num_attention_heads, sd = sc.head_dim();
+  fail_if(sh > th || sd > td || sc.intermediate_size > tc.intermediate_size,
+          fmt::format("the student's heads ({} of width {}) or intermediate size ({}) exceed the teacher's ({} of {}, {})",
+                      sh, sd, sc.intermediate_size, th, td, tc.intermediate_size));
+  torch::NoGradGuard guard;
+  auto t = teacher->named_parameters();
+  auto hid = torch::tensor(inherited_hidden_channels(teacher, sc.hidden_size), torch::kInt64);
+  std::map<std::string, torch::Tensor> v;
+  auto cols = [&](const std::string& name) { return t[name].index_select(1, hid); };
+  for (const char* e : {"word_embeddings", "position_embeddings", "token_type_embeddings"}) {
+    v[fmt::format("bert.embeddings.{}.weight", e)] = cols(fmt::format("bert.embeddings.{}.weight", e));
+  }
+  for (const char* w : {"weight", "bias"}) {
+    v[fmt::format("bert.embeddings.LayerNorm.{}", w)] = t[fmt::format("bert.embeddings.LayerNorm.{}", w)].index_select(0, hid);
+  }
+  for (std::size_t li = 0; li < layers.size(); ++li) {
+    const auto T = fmt::format("bert.encoder.layer.{}.", layers[li]);
+    const auto S = fmt::format("bert.encoder.layer.{}.", li);
+    auto wq = cols(T + "attention.self.query.weight"), wk = cols(T + "attention.self.key.weight");
+    auto wv = cols(T + "attention.self.value.weight");
+    auto wo = t[T + "attention.output.dense.weight"].index_select(0, hid);
+    // Heads by the size of what they add to the residual stream; inside a head, query/key
+    // dimensions by ‖W_q row‖·‖W_k row‖ (their share of the scores) and value dimensions by
+    // ‖W_v row‖·‖W_o column‖ (their share of the output) — the product-of-norms proxy of
+    // structured pruning, applied per dimension.
+    auto qk_score = wq.norm(2, {1}) * wk.norm(2, {1});
+    auto v_score = wv.norm(2, {1}) * wo.norm(2, {0});
+    auto heads = top_sorted(v_score.reshape({th, td}).sum(1), sh);
+    std::vector<torch::Tensor> qk_rows, v_rows;
+    for (int64_t i = 0; i < sh; ++i) {
+      const int64_t h = heads[i].item<int64_t>();
+      qk_rows.push_back(top_sorted(qk_score.narrow(0, h * td, td), sd) + h * td);
+      v_rows.push_back(top_sorted(v_score.narrow(0, h * td, td), sd) + h * td);
+    }
+    auto qk = torch::cat(qk_rows), vr = torch::cat(v_rows);
+    // Scores are q·k/√d: with sd of td dimensions left, scaling W_q by √(sd/td) keeps the
+    // remaining dimensions' share of the teacher's scores at the teacher's scale.
+    const double q_scale = std::sqrt(static_cast<double>(sd) / static_cast<double>(td));
+    v[S + "attention.self.query.weight"] = wq.index_select(0, qk) * q_scale;
+    v[S + "attention.self.query.bias"] = t[T + "attention.self.query.bias"].index_select(0, qk) * q_scale;
+    v[S + "attention.self.key.weight"] = wk.index_select(0, qk);
+    v[S + "attention.self.key.bias"] = t[T + "attention.self.key.bias"].index_select(0, qk);
+    v[S + "attention.self.value.weight"] = wv.index_select(0, vr);
+    v[S + "attention.self.value.bias"] = t[T + "attention.self.value.bias"].index_select(0, vr);
+    v[S + "attention.output.dense.weight"] = wo.index_select(1, vr);
+    auto w_in = cols(T + "intermediate.dense.weight");
+    auto w_out = t[T + "output.dense.weight"].index_select(0, hid);
+    auto ffn = top_sorted(w_in.norm(2, {1}) * w_out.norm(2, {0}), sc.intermediate_size);
+    v[S + "intermediate.dense.weight"] = w_in.index_select(0, ffn);
+    v[S + "intermediate.dense.bias"] = t[T + "intermediate.dense.bias"].index_select(0, ffn);
+    v[S + "output.dense.weight"] = w_out.index_select(1, ffn);
+    for (const char* m : {"attention.output.dense.bias", "attention.output.LayerNorm.weight",
+                          "attention.output.LayerNorm.bias", "output.dense.bias", "output.LayerNorm.weight",
+                          "output.LayerNorm.bias"}) {
+      v[S + m] = t[T + m].index_select(0, hid);
+    }
+  }
+  v["bert.pooler.dense.weight"] = cols("bert.pooler.dense.weight").index_select(0, hid);
+  v["bert.pooler.dense.bias"] = t["bert.pooler.dense.bias"].index_select(0, hid);
+  v["classifier.weight"] = cols("classifier.weight");
+  v["classifier.bias"] = t["classifier.bias"];
+  for (auto& p : student->named_parameters()) {
+    auto it = v.find(p.key());
+    fail_if(it == v.end(), fmt::format("it has no teacher slice for the student's parameter {}", p.key()));
+    fail_if(it->second.sizes() != p.value().sizes(),
+            fmt::format("the slice for {} has shape {} against the student's {}", p.key(), fmt::join(it->second.sizes(), "x"),
+                        fmt::join(p.value().sizes(), "x")));
+    p.value().copy_(it->second);
+  }
+}
+
+}  // namespace
+
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed) {
   const auto& tc = teacher->config();
   nn::BertConfig c = tc;
@@ -350,11 +480,11 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   if (s.hidden_act) c.hidden_act = *s.hidden_act;
   c.validate("student options");
   torch::manual_seed(seed);
-  if (s.init != "teacher" && s.init != "scratch") {
+  if (s.init != "teacher" && s.init != "scratch" && s.init != "teacher-slice") {
     // A model folder, e.g. the student of a general-distillation run (TinyBERT's second stage
     // starts from the first): its shape wins; explicit shape options must agree with it.
     CONDENSE_CHECK(std::filesystem::exists(std::filesystem::path(s.init) / "config.json"),
-                   "student option 'init' is '{}': expected teacher, scratch or a model folder with config.json", s.init);
+                   "student option 'init' is '{}': expected teacher, teacher-slice, scratch or a model folder with config.json", s.init);
     // The task head follows the teacher; a head of another shape (general distillation trains
     // none that matters) starts afresh, the encoder and pooler are kept.
     auto loaded = nn::load_classifier(s.init, tc.num_labels);
@@ -376,6 +506,10 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   }
   nn::BertClassifier student(c);
   if (s.init == "scratch") return student;
+  if (s.init == "teacher-slice") {
+    slice_teacher_into(student, teacher, resolve_init_layers(s, tc.num_hidden_layers));
+    return student;
+  }
   if (c.bottleneck_size > 0 || c.num_ffn > 1) {
     // The layers have no teacher counterpart; what has the teacher's shape is copied.
     CONDENSE_CHECK(c.hidden_size == tc.hidden_size,
@@ -700,6 +834,7 @@ train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teac
                      to_string(term.loss), sc.num_attention_heads, tc.num_attention_heads);
     }
     auto proj = FeatureProjection(sc.hidden_size, tc.hidden_size, sc.num_hidden_layers, o.shared_projection);
+    if (!o.projection_channels.empty()) proj->start_as_embedding(o.projection_channels);
     auto fwd = forward_options_for(o.layer_losses);
     if (o.uses_mlm()) fwd.with_hidden_states();
     teacher->eval();

@@ -292,6 +292,70 @@ TEST(Distill, MakeStudentFromScratchAndWidthChecks) {
              "teacher layer 4 does not exist");
 }
 
+TEST(Distill, TeacherSliceStudentKeepsTheTeachersImportantChannels) {
+  auto teacher = tiny_model(4, 1);
+  // Nothing to cut: the slice is the plain layer copy, parameter for parameter.
+  {
+    auto sliced = distill::make_student(
+        teacher, StudentOptions().with_layers(2).with_init_layers({3, 1}).with_init("teacher-slice"), 5);
+    auto copied = distill::make_student(teacher, StudentOptions().with_layers(2).with_init_layers({3, 1}), 5);
+    expect_same(under(sliced, ""), under(copied, ""), "full-width slice");
+  }
+  // Hidden channels 0..7 get γ = β = 0 in every LayerNorm, so they are the ones dropped; in the
+  // teacher's layer 0, query rows 0..3 (head 0) and 16..19 (head 1) are zeroed, so those head
+  // dimensions score 0; in its layer 2 the first 16 FFN neurons are zeroed.
+  {
+    torch::NoGradGuard guard;
+    for (auto& p : teacher->named_parameters()) {
+      if (p.key().find("LayerNorm.") != std::string::npos) p.value().narrow(0, 0, 8).zero_();
+    }
+    auto params = teacher->named_parameters();
+    auto q = params["bert.encoder.layer.0.attention.self.query.weight"];
+    q.narrow(0, 0, 4).zero_();
+    q.narrow(0, 16, 4).zero_();
+    params["bert.encoder.layer.2.intermediate.dense.weight"].narrow(0, 0, 16).zero_();
+  }
+  auto hidden = torch::arange(8, 32, torch::kInt64);
+  EXPECT_EQ(distill::inherited_hidden_channels(teacher, 24), (std::vector<int64_t>(hidden.data_ptr<int64_t>(), hidden.data_ptr<int64_t>() + 24)));
+  auto opts = StudentOptions().with_layers(2).with_init_layers({0, 2}).with_hidden_size(24).with_intermediate_size(48)
+                  .with_init("teacher-slice");
+  auto student = distill::make_student(teacher, opts, 5);
+  EXPECT_EQ(student->config().head_dim(), 12);
+  auto t = teacher->named_parameters();
+  auto s = student->named_parameters();
+  EXPECT_TRUE(torch::equal(s["bert.embeddings.word_embeddings.weight"], t["bert.embeddings.word_embeddings.weight"].index_select(1, hidden)));
+  EXPECT_TRUE(torch::equal(s["classifier.weight"], t["classifier.weight"].index_select(1, hidden)));
+  EXPECT_TRUE(torch::equal(s["bert.encoder.layer.1.output.LayerNorm.weight"],
+                           t["bert.encoder.layer.2.output.LayerNorm.weight"].index_select(0, hidden)));
+  // Queries keep dimensions 4..15 of each head, scaled by √(12/16) so q·k/√12 stays at the teacher's scale.
+  auto qk_rows = torch::cat({torch::arange(4, 16, torch::kInt64), torch::arange(20, 32, torch::kInt64)});
+  auto want_q = t["bert.encoder.layer.0.attention.self.query.weight"].index_select(0, qk_rows).index_select(1, hidden) *
+                std::sqrt(12.0 / 16.0);
+  EXPECT_TRUE(torch::allclose(s["bert.encoder.layer.0.attention.self.query.weight"], want_q));
+  EXPECT_TRUE(torch::equal(s["bert.encoder.layer.0.attention.self.key.weight"],
+                           t["bert.encoder.layer.0.attention.self.key.weight"].index_select(0, qk_rows).index_select(1, hidden)));
+  auto ffn = torch::arange(16, 64, torch::kInt64);
+  EXPECT_TRUE(torch::equal(s["bert.encoder.layer.1.intermediate.dense.weight"],
+                           t["bert.encoder.layer.2.intermediate.dense.weight"].index_select(0, ffn).index_select(1, hidden)));
+  EXPECT_TRUE(torch::equal(s["bert.encoder.layer.1.output.dense.weight"],
+                           t["bert.encoder.layer.2.output.dense.weight"].index_select(0, hidden).index_select(1, ffn)));
+
+  // The projection to the teacher's width starts as the embedding the slice came from.
+  auto proj = distill::FeatureProjection(24, 32, 2, true);
+  proj->start_as_embedding(distill::inherited_hidden_channels(teacher, 24));
+  auto x = torch::randn({2, 3, 24});
+  auto y = proj->forward(x, 1);
+  EXPECT_TRUE(torch::equal(y.index_select(2, hidden), x));
+  EXPECT_EQ(y.narrow(2, 0, 8).abs().sum().item<float>(), 0.0f);
+  EXPECT_HAS(error_of([&] { proj->start_as_embedding({1, 2}); }), "lists 2 channels but the student is 24 wide");
+
+  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions(opts).with_num_attention_heads(4), 5); }),
+             "student's heads (4 of width 6)");
+  EXPECT_HAS(error_of([&] { distill::make_student(teacher, StudentOptions(opts).with_intermediate_size(128), 5); }),
+             "'init' is 'teacher-slice'");
+  EXPECT_HAS(error_of([&] { distill::inherited_hidden_channels(teacher, 40); }), "keeps 1 to 32");
+}
+
 TEST(Distill, DistillChecksTeacherAndCache) {
   auto teacher = tiny_model(2, 1, 64, 2);
   auto student3 = tiny_model(1, 2, 64, 3);

@@ -175,6 +175,11 @@ void run(DistillArgs a, const CLI::App& sub) {
   } else {
     student = distill::make_student(teacher, r.student, first.train.seed);
     if (student_tok && r.student.init == "teacher") distill::transfer_vocabulary(student, *student_tok, teacher, tokenizer);
+    if (r.student.init == "teacher-slice" && student->config().hidden_size < teacher->config().hidden_size) {
+      // The projections to the teacher's width start as the embedding the slice came from.
+      const auto kept = distill::inherited_hidden_channels(teacher, student->config().hidden_size);
+      for (auto& st : stages) st.distill.projection_channels = kept;
+    }
   }
   const int64_t student_layers = text_student ? 0 : student->config().num_hidden_layers;
   if (!a.extra_teachers.empty()) {
@@ -366,7 +371,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   }
   summary["norm"] = nn::to_string(student->config().norm);
   summary["distill"]["init_layers"] =
-      r.student.init == "teacher" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
+      r.student.init == "teacher" || r.student.init == "teacher-slice" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
                                   : std::vector<int64_t>{};
   std::map<std::string, std::string> files{{"metrics.json", summary.dump(2) + "\n"}};
   std::filesystem::path tokenizer_files = a.teacher;
@@ -418,7 +423,7 @@ void add_distill(CLI::App& app) {
   sub->add_option("--bottleneck", a->bottleneck, "MobileBERT-style bottleneck width inside each layer (default 0 = none)");
   sub->add_option("--num-ffn", a->num_ffn, "FFNs stacked per layer (default 1; MobileBERT 4)");
   sub->add_option("--hidden-act", a->hidden_act, "Student activation: gelu, relu, ... (default: teacher's)");
-  sub->add_option("--init", a->init, "teacher (copy layers), scratch, or a model folder to start from (default teacher)");
+  sub->add_option("--init", a->init, "teacher (copy layers), teacher-slice (copy layers narrowed to the student's widths), scratch, or a model folder to start from (default teacher)");
   sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
       ->delimiter(',');
   sub->add_option("--arch", a->arch, "Student architecture: bert (default), bilstm or cnn (cross-architecture)");

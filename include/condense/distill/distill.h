@@ -103,6 +103,12 @@ struct DistillOptions {
   LayerMapOptions layer_map;                ///< layers the hidden/attention terms compare
   /// One projection for every layer (TinyBERT's W_h) instead of one per mapped layer.
   bool shared_projection = true;
+  /// The teacher channels the student's hidden channels were taken from (init "teacher-slice":
+  /// inherited_hidden_channels). The projections then start as that embedding (W[c_i][i] = 1)
+  /// rather than at random, so the layer losses of an inherited student start from what the
+  /// dropped channels miss instead of from noise that would pull its weights away from the
+  /// teacher's. Empty: random projections (TinyBERT).
+  std::vector<int64_t> projection_channels;
   /// MobileBERT's progressive knowledge transfer (Sun et al. 2020): the layer terms are learned
   /// one mapped student layer at a time, bottom up, each for train.epochs, with every other
   /// parameter of the student frozen, so a layer is fitted to the teacher's on top of lower
@@ -127,6 +133,7 @@ struct DistillOptions {
   train::TrainOptions train; ///< the optimisation loop
 
   DistillOptions& with_soft_loss(SoftLoss v) { soft_loss = v; return *this; }
+  DistillOptions& with_projection_channels(std::vector<int64_t> v) { projection_channels = std::move(v); return *this; }
   DistillOptions& with_temperature(double v) { temperature = v; return *this; }
   DistillOptions& with_alpha(double v) { alpha = v; return *this; }
   DistillOptions& with_cache_teacher(bool v) { cache_teacher = v; return *this; }
@@ -243,6 +250,8 @@ class FeatureProjectionImpl : public torch::nn::Module {
   FeatureProjectionImpl(int64_t student_width, int64_t teacher_width, int64_t student_layers, bool shared);
   torch::Tensor forward(const torch::Tensor& x, int64_t slot);
   bool identity() const { return maps_.empty(); }
+  /// Every map becomes the embedding of student channel i into teacher channel channels[i].
+  void start_as_embedding(const std::vector<int64_t>& channels);
 
  private:
   std::vector<torch::nn::Linear> maps_;
@@ -271,7 +280,11 @@ struct StudentOptions {
   /// "teacher": copy embeddings, pooler, head and the layers in init_layers from the teacher
   /// (widths must equal the teacher's); "scratch": Hugging Face random initialisation; anything
   /// else is a model folder to start from (e.g. a general-distillation student), whose shape must
-  /// agree with the options given.
+  /// agree with the options given. "teacher-slice": like "teacher" for a narrower student (weight
+  /// inheritance by width pruning, as in DynaBERT's width-adaptive networks, Hou et al. 2020, and
+  /// Minitron, Muralidharan et al. 2024): each layer in init_layers keeps the teacher's most
+  /// important hidden channels (inherited_hidden_channels), heads, head dimensions and FFN neurons,
+  /// so a 4 × 312 TinyBERT-shaped student starts from the teacher instead of from noise.
   std::string init = "teacher";
   /// Teacher layer copied into each student layer; empty = every k-th layer starting at 0,
   /// k = teacher_layers / student_layers (DistilBERT's "one out of two").
@@ -317,6 +330,12 @@ struct StudentOptions {
 
 /// The teacher layers a student would be initialised from (resolves the default).
 std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teacher_layers);
+
+/// The teacher's hidden channels a "teacher-slice" student of `width` keeps, ascending: the `width`
+/// with the largest Σ (|γ| + |β|) over the model's LayerNorms. Every layer's output passes through
+/// one of them, so a channel they scale down contributes little anywhere; the few outlier channels
+/// BERT models are known for (Kovaleva et al. 2021) have the largest γ and are always kept.
+std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int64_t width);
 
 /// Builds the student; throws naming the field when the shape or layer map is invalid.
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed);
