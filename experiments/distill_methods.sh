@@ -23,7 +23,7 @@ case "$TASK" in
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312
-  nokd-slice-4x312 kd-slice-4x312 tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
+  nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312
   vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
@@ -90,10 +90,11 @@ for seed in $SEEDS; do
       # 0, 2, 3, 5 narrowed to their most important channels, heads' dimensions and neurons).
       tinybert-slice-4x312) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init teacher-slice \
                        --init-layers 0,2,3,5 ;;
-      nokd-slice-4x312 | kd-slice-4x312)
+      nokd-slice-4x312 | kd-slice-4x312 | kd-slice-4x312-13ep)  # 13ep: TinyBERT's 10 + 3 epochs
         alpha=(); [ "$row" = nokd-slice-4x312 ] && alpha=(--alpha 0)
+        epochs="$S_EPOCHS"; [ "$row" = kd-slice-4x312-13ep ] && epochs=13
         run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --layers 4 --hidden 312 --heads 12 \
-          --intermediate 1200 --init teacher-slice --init-layers 0,2,3,5 --epochs "$S_EPOCHS" "${alpha[@]}" ;;
+          --intermediate 1200 --init teacher-slice --init-layers 0,2,3,5 --epochs "$epochs" "${alpha[@]}" ;;
       multi-teacher-3)  # the three seeds' teachers, equal weights
         extra=""
         for o in $SEEDS; do [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"; done

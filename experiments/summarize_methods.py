@@ -21,6 +21,7 @@ ROWS = [
     ("nokd-4x312", "no KD, from scratch"), ("tinybert-4x312", "TinyBERT task distillation, no GD"),
     ("nokd-slice-4x312", "no KD, inherited from the teacher (teacher-slice)"),
     ("kd-slice-4x312", "Hinton KD, inherited from the teacher (teacher-slice)"),
+    ("kd-slice-4x312-13ep", "Hinton KD, inherited from the teacher, 13 epochs (as TinyBERT's two stages)"),
     ("tinybert-slice-4x312", "TinyBERT task distillation, inherited from the teacher (teacher-slice)"),
     ("multi-teacher-3", "multi-teacher KD (3 teachers, equal weights)"),
     ("self-distill-6", "self-distillation (born-again, from the pre-trained model)"),
