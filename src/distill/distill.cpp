@@ -357,26 +357,6 @@ torch::Tensor top_sorted(const torch::Tensor& score, int64_t k) {
   return std::get<0>(std::get<1>(score.topk(k)).sort());
 }
 
-}  // namespace
-
-std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int64_t width) {
-  const auto& tc = teacher->config();
-  CONDENSE_CHECK(width > 0 && width <= tc.hidden_size, "student option 'hidden_size' is {}: init teacher-slice keeps 1 to {} "
-                 "of the teacher's hidden channels", width, tc.hidden_size);
-  torch::NoGradGuard guard;
-  auto score = torch::zeros({tc.hidden_size});
-  for (const auto& p : teacher->named_parameters()) {
-    const auto& name = p.key();
-    if (name.find("LayerNorm.") != std::string::npos && p.value().dim() == 1 && p.value().size(0) == tc.hidden_size) {
-      score += p.value().abs();
-    }
-  }
-  auto kept = top_sorted(score, width);
-  return {kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + width};
-}
-
-namespace {
-
 /// init "teacher-slice": every student parameter is a slice of the teacher's, through the kept
 /// hidden channels, heads and head dimensions, and FFN neurons; none is left at random.
 void slice_teacher_into(nn::BertClassifier& student, nn::BertClassifier& teacher, const std::vector<int64_t>& layers) {
@@ -462,6 +442,22 @@ void slice_teacher_into(nn::BertClassifier& student, nn::BertClassifier& teacher
 }
 
 }  // namespace
+
+std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int64_t width) {
+  const auto& tc = teacher->config();
+  CONDENSE_CHECK(width > 0 && width <= tc.hidden_size, "student option 'hidden_size' is {}: init teacher-slice keeps 1 to {} "
+                 "of the teacher's hidden channels", width, tc.hidden_size);
+  torch::NoGradGuard guard;
+  auto score = torch::zeros({tc.hidden_size});
+  for (const auto& p : teacher->named_parameters()) {
+    const auto& name = p.key();
+    if (name.find("LayerNorm.") != std::string::npos && p.value().dim() == 1 && p.value().size(0) == tc.hidden_size) {
+      score += p.value().abs();
+    }
+  }
+  auto kept = top_sorted(score, width);
+  return {kept.data_ptr<int64_t>(), kept.data_ptr<int64_t>() + width};
+}
 
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed) {
   const auto& tc = teacher->config();

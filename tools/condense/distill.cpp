@@ -175,8 +175,9 @@ void run(DistillArgs a, const CLI::App& sub) {
   } else {
     student = distill::make_student(teacher, r.student, first.train.seed);
     if (student_tok && r.student.init == "teacher") distill::transfer_vocabulary(student, *student_tok, teacher, tokenizer);
-    if (r.student.init == "teacher-slice" && student->config().hidden_size < teacher->config().hidden_size) {
-      // The projections to the teacher's width start as the embedding the slice came from.
+    if (r.student.init == "teacher-slice") {
+      // The projections to the teacher's width (none when the widths agree) start as the
+      // embedding the slice came from.
       const auto kept = distill::inherited_hidden_channels(teacher, student->config().hidden_size);
       for (auto& st : stages) st.distill.projection_channels = kept;
     }
@@ -371,8 +372,9 @@ void run(DistillArgs a, const CLI::App& sub) {
   }
   summary["norm"] = nn::to_string(student->config().norm);
   summary["distill"]["init_layers"] =
-      r.student.init == "teacher" || r.student.init == "teacher-slice" ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
-                                  : std::vector<int64_t>{};
+      r.student.init == "teacher" || r.student.init == "teacher-slice"
+          ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
+          : std::vector<int64_t>{};
   std::map<std::string, std::string> files{{"metrics.json", summary.dump(2) + "\n"}};
   std::filesystem::path tokenizer_files = a.teacher;
   if (student_tok) {
