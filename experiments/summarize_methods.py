@@ -4,12 +4,12 @@
 Usage: python3 experiments/summarize_methods.py [RESULTS_DIR]   (default experiments/results/methods)
 Reads the runs' metrics kept in the repository by experiments/distill_methods.sh
 (RESULTS_DIR/<task>/seed<N>/<row>.json). Compression is the teacher's parameter count over the student's. A row appears once any seed has
-finished; its seeds column says which, and its accuracy is printed once three seeds are in. Speedups (teacher latency / row latency, p50, seq 128) come
+finished on either task; its seeds column says which, per task, and its accuracy is a mean once three seeds are in. Speedups (teacher latency / row latency, p50, seq 128) come
 from RESULTS_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present.
 """
 import json, pathlib, sys
 
-from summarize import ms, seeds_cell  # mean ± sample std, or each seed's value
+from summarize import ms, one_class, seeds_cell  # one-answer MRPC models; mean ± sample std, or each seed's value
 
 ROWS = [
     ("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
@@ -61,43 +61,78 @@ def latencies(out):
     return lat
 
 
+def load(out, task):
+    """row -> [(seed, metrics)] for one task, seeds in order."""
+    runs = {}
+    for sd in sorted(p for p in (out / task).glob("seed*") if p.is_dir()):
+        for f in sd.glob("*.json"):
+            r = json.loads(f.read_text())
+            runs.setdefault(f.stem, []).append((r["train"]["seed"], r))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in runs.items()}
+
+
+def score_cell(runs, teacher, name, retention):
+    """Mean ± std (or each seed's value) of dev metric `name` in %, with the share of the same seed's
+    teacher kept ("97.8 %": mean over the seeds of student / teacher) when `retention` is set."""
+    if not runs:
+        return "–"
+    values = [(seed, 100 * r["dev"][name]) for seed, r in runs]
+    cell = seeds_cell(values)
+    collapsed = sum(one_class(r["dev"]) for _, r in runs) if name == "f1" else 0
+    kept = [(seed, v / (100 * teacher[seed]["dev"][name])) for seed, v in values if seed in teacher]
+    if retention and kept and len(kept) == len(values):
+        if len(kept) >= 3:
+            cell += f" ({100 * ms([k for _, k in kept])[0]:.1f} %)"
+        else:
+            cell += " (" + " ".join(f"s{seed} {100 * k:.1f} %" for seed, k in kept) + ")"
+    return cell + (f" ‡{collapsed}" if collapsed else "")
+
+
 def main(out):
+    """One table over both tasks, in the form of the survey's MRPC table: every row with the seeds
+    it has on each task."""
     out = pathlib.Path(out)
     lat = latencies(out)
     if lat:
         commit = (out / "bench" / "commit").read_text().strip() if (out / "bench" / "commit").exists() else "?"
         print(f"speedups: `bash experiments/bench_methods.sh OUT` at commit {commit}, p50 at seq 128, "
               f"batch 1 and 32, teacher latency / model latency")
-    for task, metrics in METRICS.items():
-        seeds = sorted(p for p in (out / task).glob("seed*") if p.is_dir())
-        if not seeds:
+    tasks = {t: load(out, t) for t in METRICS}
+    teachers = {t: dict(runs.get("teacher", [])) for t, runs in tasks.items()}
+    cols = [(t, name, label) for t, metrics in METRICS.items() for name, label in metrics]
+    print("\n| method | layers × hidden | parameters | compression | speedup b1 | speedup b32 | " +
+          " | ".join(label for _, _, label in cols) + " | seeds (SST-2 / MRPC) |")
+    print("|---|---|---:|---:|---:|---:|" + "---:|" * len(cols) + "---|")
+    commits = set()
+    for key, label in ROWS:
+        per_task = {t: runs.get(key, []) for t, runs in tasks.items()}
+        found = [(t, r) for t, rs in per_task.items() for _, r in rs]
+        if not found:
             continue
-        print(f"\n### {task.upper()}\n")
-        print("| method | layers × hidden | parameters | compression | speedup b1 | speedup b32 | " +
-              " | ".join(f"{n} (mean ± std)" for _, n in metrics) + " | seeds |")
-        print("|---|---|---:|---:|---:|---:|" + "---:|" * len(metrics) + "---|")
-        teacher_params = None
-        commits = set()
-        for key, label in ROWS:
-            runs = [json.loads((s / f"{key}.json").read_text()) for s in seeds if (s / f"{key}.json").exists()]
-            if not runs:
+        commits.update(r["commit"] for _, r in found)
+        params, comp = [], []
+        for t, rs in per_task.items():
+            if not rs:
                 continue
-            commits.update(r["commit"] for r in runs)
-            params = runs[0]["parameters"]
-            if key == "teacher":
-                teacher_params = params
-            cells = []
-            for name, _ in metrics:
-                cells.append(seeds_cell([(r["train"]["seed"], 100 * r["dev"][name]) for r in runs]))
-            comp = f"{teacher_params / params:.2f}x" if teacher_params else "–"
-            seeds_used = ",".join(str(r["train"]["seed"]) for r in runs)
-            speed = []
-            for b in (1, 32):
-                t, m = lat.get("teacher", {}).get(b), lat.get(key, {}).get(b)
-                speed.append(f"{t / m:.2f}x" if t and m else "–")
-            print(f"| {label} | {shape(runs[0])} | {params / 1e6:.1f} M | {comp} | {speed[0]} | {speed[1]} | " +
-                  " | ".join(cells) + f" | {seeds_used} |")
-        print(f"\ncommit(s): {', '.join(sorted(commits))}")
+            n = rs[0][1]["parameters"]
+            tp = next(iter(teachers[t].values()))["parameters"] if teachers[t] else None
+            if f"{n / 1e6:.1f} M" not in params:
+                params.append(f"{n / 1e6:.1f} M")
+                comp.append(f"{tp / n:.2f}x" if tp else "–")
+        speed = []
+        for b in (1, 32):
+            t, m = lat.get("teacher", {}).get(b), lat.get(key, {}).get(b)
+            speed.append(f"{t / m:.2f}x" if t and m else "–")
+        cells = [score_cell(per_task[t], teachers[t], name, retention=(key != "teacher" and name == metrics[0][0]))
+                 for t, name, _ in cols for metrics in [METRICS[t]]]
+        seeds_used = " / ".join(",".join(str(s) for s, _ in per_task[t]) or "–" for t in METRICS)
+        print(f"| {label} | {shape(found[0][1])} | {' / '.join(params)} | {' / '.join(comp)} | {speed[0]} | "
+              f"{speed[1]} | " + " | ".join(cells) + f" | {seeds_used} |")
+    print(f"\nIn parentheses: the share of the same seed's teacher kept (SST-2 accuracy, MRPC F1), averaged over "
+          f"the seeds. Two values of parameters or compression: SST-2 / MRPC, where they differ. ‡N: on N of the "
+          f"seeds the model gave every MRPC dev pair the same answer (F1 81.22 when that answer is \"paraphrase\", "
+          f"the F1 of the majority class; 0 when it is \"no\").\n")
+    print(f"commit(s): {', '.join(sorted(commits))}")
     precision_table(out)
 
 

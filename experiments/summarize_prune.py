@@ -10,7 +10,7 @@ model (same seed).
 """
 import json, pathlib, sys
 
-from summarize import seeds_cell  # mean ± sample std, or each seed's value
+from summarize import one_class, seeds_cell  # one-answer MRPC models; mean ± sample std, or each seed's value
 
 ROWS = [
     ("magnitude-50", "magnitude, 50 % unstructured (cubic)"),
@@ -68,15 +68,6 @@ def cell(values, signed=False, one_class=0):
     if not values:
         return "–"
     return seeds_cell(values, signed) + (f" ‡{one_class}" if one_class else "")
-
-
-def one_class(dev):
-    """Whether an MRPC model answered every dev pair alike. F1 hides it: answering "paraphrase" to
-    all pairs gives precision = accuracy (the positive share, 68.4 %) and recall 1, so F1 =
-    2a / (1 + a) = 81.22, four points below a fine-tuned teacher. F1 0 is counted too: no pair
-    recognised as a paraphrase (in these runs always by answering "no" to all, accuracy 31.62 %)."""
-    a, f = dev.get("accuracy"), dev.get("f1")
-    return a is not None and f is not None and (f == 0 or abs(f - 2 * a / (1 + a)) < 1e-9)
 
 
 def main(results):
