@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Latency of every model shape of the distillation sweep (experiments/distill_methods.sh), for the
 # speedup columns of docs/RESULTS.md: `condense bench` at batch 1 and 32, sequence length 128, on
-# one model per row (seed 1; latency does not depend on the seed or the task). Run it on a quiet
+# one model per row (the lowest seed that has one; latency does not depend on the seed or the task,
+# only on the shape). Run it on a quiet
 # machine: every row is measured in this one command so the ratios compare like with like.
 # Usage: bash experiments/bench_methods.sh OUT_DIR   (the sweep's OUT_DIR; writes
 # experiments/results/methods/bench/ROW.json, kept in the repository)
@@ -15,7 +16,7 @@ KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/methods/bench"
 mkdir -p "$KEEP"
 declare -A seen=()
 for task in sst2 mrpc; do
-  for dir in "$OUT/$task"/seed1/*/; do
+  for dir in "$OUT/$task"/seed*/*/; do
     row="$(basename "$dir")"
     [ -f "$dir/metrics.json" ] || continue
     [ -n "${seen[$row]:-}" ] && continue
