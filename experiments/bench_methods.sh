@@ -27,4 +27,5 @@ for task in sst2 mrpc; do
     mv "$KEEP/$row.json.tmp" "$KEEP/$row.json"
   done
 done
-git -C "$ROOT" rev-parse --short=12 HEAD > "$KEEP/commit"
+# The commit of the binary that measured (each JSON carries it), not of the checkout.
+sed -n 's/.*"commit": "\([^"]*\)".*/\1/p' "$KEEP/teacher.json" | head -n 1 > "$KEEP/commit"
