@@ -19,6 +19,8 @@ ROWS = [
     ("nokd-4", "no KD (labels only)"), ("kd-4", "Hinton KD (T=2, α=0.5)"),
     ("pkd-skip-4", "PKD-skip"), ("pkd-last-4", "PKD-last"),
     ("tinybert-3", "TinyBERT task distillation (teacher layers 0, 2, 4)"),
+    ("kd-3-135", "Hinton KD, from teacher layers 1, 3, 5"),
+    ("tinybert-3-135", "TinyBERT task distillation, from teacher layers 1, 3, 5"),
     ("nokd-4x312", "no KD, from scratch"), ("tinybert-4x312", "TinyBERT task distillation, no GD"),
     ("nokd-slice-4x312", "no KD, inherited from the teacher (teacher-slice)"),
     ("kd-slice-4x312", "Hinton KD, inherited from the teacher (teacher-slice)"),
