@@ -56,11 +56,17 @@ def shape(r):
 
 
 def latencies(out):
-    """row -> {batch: p50 ms} from the bench files."""
-    lat = {}
+    """(row -> (runtime, {batch: p50 ms}), runtime -> the teacher's {batch: p50 ms}) from the bench
+    files; rows the inference runtime cannot run were timed in eager LibTorch, next to the teacher."""
+    lat, teacher = {}, {}
     for f in (out / "bench").glob("*.json"):
-        lat[f.stem] = {b["batch"]: b["p50_ms"] for b in json.loads(f.read_text())}
-    return lat
+        runs = json.loads(f.read_text())
+        rt, p50 = runs[0].get("runtime", "engine"), {b["batch"]: b["p50_ms"] for b in runs}
+        if f.stem.split(".")[0] == "teacher":
+            teacher[rt] = p50
+        else:
+            lat[f.stem] = (rt, p50)
+    return lat, teacher
 
 
 def load(out, task):
@@ -94,8 +100,8 @@ def main(out):
     """One table over both tasks, in the form of the survey's MRPC table: every row with the seeds
     it has on each task."""
     out = pathlib.Path(out)
-    lat = latencies(out)
-    if lat:
+    lat, teacher_lat = latencies(out)
+    if teacher_lat:
         commit = (out / "bench" / "commit").read_text().strip() if (out / "bench" / "commit").exists() else "?"
         print(f"speedups: `bash experiments/bench_methods.sh OUT` at commit {commit}, p50 at seq 128, "
               f"batch 1 and 32, teacher latency / model latency")
@@ -122,16 +128,17 @@ def main(out):
                 params.append(f"{n / 1e6:.1f} M")
                 comp.append(f"{tp / n:.2f}x" if tp else "–")
         speed = []
+        rt, p50 = lat.get(key, ("engine", {}))
         for b in (1, 32):
-            t, m = lat.get("teacher", {}).get(b), lat.get(key, {}).get(b)
-            speed.append(f"{t / m:.2f}x" if t and m else "–")
+            t, m = teacher_lat.get(rt, {}).get(b), (teacher_lat.get(rt, {}) if key == "teacher" else p50).get(b)
+            speed.append(f"{t / m:.2f}x" + ("†" if rt != "engine" else "") if t and m else "–")
         cells = [score_cell(per_task[t], teachers[t], name, retention=(key != "teacher" and name == metrics[0][0]))
                  for t, name, _ in cols for metrics in [METRICS[t]]]
         seeds_used = " / ".join(",".join(str(s) for s, _ in per_task[t]) or "–" for t in METRICS)
         print(f"| {label} | {shape(found[0][1])} | {' / '.join(params)} | {' / '.join(comp)} | {speed[0]} | "
               f"{speed[1]} | " + " | ".join(cells) + f" | {seeds_used} |")
     print(f"\nIn parentheses: the share of the same seed's teacher kept (SST-2 accuracy, MRPC F1), averaged over "
-          f"the seeds. Two values of parameters or compression: SST-2 / MRPC, where they differ. ‡N: on N of the "
+          f"the seeds. †: timed in eager LibTorch, against the teacher timed there, because the inference runtime does not run this shape. Two values of parameters or compression: SST-2 / MRPC, where they differ. ‡N: on N of the "
           f"seeds the model gave every MRPC dev pair the same answer (F1 81.22 when that answer is \"paraphrase\", "
           f"the F1 of the majority class; 0 when it is \"no\").\n")
     print(f"commit(s): {', '.join(sorted(commits))}")
