@@ -33,11 +33,11 @@ const char* kernel_name(Isa isa) {
 
 int64_t attention_scratch_floats(int64_t len, int64_t d) {
   const int64_t lp = (len + 31) / 32 * 32;  // keys padded to the AMX tile's 32
-  // fp32: Kᵀ, a tile of 8 rows' scores, their scaled queries; bf16: K and V pairs (d × lp
-  // floats), scores and bf16 probabilities of a tile (8 × 1.5 lp), bf16 queries (4 d); AMX: the
-  // pairs, 16 rows' scores and probabilities (24 lp), queries (8 d) and context (16 d). The
-  // largest of the three is the last.
-  return lp * (d + 24) + 24 * d + 64;
+  // fp32: Kᵀ, a tile of 8 rows' scores, their scaled queries, V's columns past the last multiple
+  // of 32 zero-padded (d + 8 + 32 per key, 8 d); bf16: K and V pairs (d × lp floats), scores and
+  // bf16 probabilities of a tile (8 × 1.5 lp), bf16 queries (4 d); AMX: the pairs, 16 rows'
+  // scores and probabilities (24 lp), queries (8 d) and context (16 d).
+  return lp * (d + 40) + 24 * d + 64;
 }
 
 void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d, float scale,

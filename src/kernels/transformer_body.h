@@ -73,8 +73,9 @@ constexpr int64_t R = W == 16 ? 8 : 4;
 // One tile of up to R query rows against all keys. Scores are computed R rows at a time with the
 // key chunk loaded once per head column (register tiling, as in a GEMM micro-kernel), softmax per
 // row, then P·V with R × 2W accumulators, so each loaded V vector feeds R rows.
-inline void attention_tile(const float* q, const float* kt, const float* v, int64_t ld, int64_t len, int64_t lp,
-                           int64_t d, float scale, int64_t rows, float* out, int64_t ld_out, float* s, float* qs) {
+inline void attention_tile(const float* q, const float* kt, const float* v, const float* vt, int64_t ld, int64_t len,
+                           int64_t lp, int64_t d, float scale, int64_t rows, float* out, int64_t ld_out, float* s,
+                           float* qs) {
   for (int64_t r = 0; r < R; ++r) {
     for (int64_t c = 0; c < d; ++c) qs[r * d + c] = r < rows ? q[r * ld + c] * scale : 0.0f;
   }
@@ -106,29 +107,45 @@ inline void attention_tile(const float* q, const float* kt, const float* v, int6
       store(out + r * ld_out + c + W, a1[r] * inv[r]);
     }
   }
-  for (int64_t c = dv; c < d; ++c) {  // head widths that are not a multiple of 2W
+  // Head widths that are not a multiple of 2W (TinyBERT's 312 / 12 = 26): the last d − dv columns
+  // from vt, V's zero-padded copy of them (len × tw), in whole vectors. Read column by column
+  // from V itself they ran scalar with a stride of ld and took most of the forward pass.
+  const int64_t tw = (d - dv + W - 1) / W * W;
+  for (int64_t c = 0; c < tw; c += W) {
+    vf a[R];
+    for (int64_t r = 0; r < R; ++r) a[r] = vf{};
+    for (int64_t j = 0; j < len; ++j) {
+      const vf vv = load(vt + j * tw + c);
+      for (int64_t r = 0; r < R; ++r) a[r] += splat(s[r * lp + j]) * vv;
+    }
+    const int64_t n = std::min<int64_t>(W, d - dv - c);
     for (int64_t r = 0; r < rows; ++r) {
-      float acc = 0;
-      for (int64_t j = 0; j < len; ++j) acc += s[r * lp + j] * v[j * ld + c];
-      out[r * ld_out + c] = acc * inv[r];
+      const vf o = a[r] * inv[r];
+      for (int64_t i = 0; i < n; ++i) out[r * ld_out + dv + c + i] = o[i];
     }
   }
 }
 
-// Scratch: Kᵀ (d × lp), the tile's scores (R × lp) and scaled queries (R × d); see
-// attention_scratch_floats.
+// Scratch: Kᵀ (d × lp), the tile's scores (R × lp), scaled queries (R × d) and V's last d − dv
+// columns zero-padded (len × at most 2W); see attention_scratch_floats.
 inline void attention_head(const float* q, const float* k, const float* v, int64_t ld, int64_t len, int64_t d,
                            float scale, float* out, int64_t ld_out, float* scratch) {
   const int64_t lp = (len + W - 1) / W * W;
   float* kt = scratch;
   float* s = kt + d * lp;
   float* qs = s + R * lp;
+  float* vt = qs + R * d;
   for (int64_t c = 0; c < d; ++c) {
     for (int64_t j = 0; j < len; ++j) kt[c * lp + j] = k[j * ld + c];
     for (int64_t j = len; j < lp; ++j) kt[c * lp + j] = 0.0f;
   }
+  const int64_t dv = d / (2 * W) * (2 * W), tw = (d - dv + W - 1) / W * W;
+  for (int64_t j = 0; j < len; ++j) {
+    for (int64_t c = 0; c < tw; ++c) vt[j * tw + c] = dv + c < d ? v[j * ld + dv + c] : 0.0f;
+  }
   for (int64_t i = 0; i < len; i += R) {
-    attention_tile(q + i * ld, kt, v, ld, len, lp, d, scale, std::min<int64_t>(R, len - i), out + i * ld_out, ld_out, s, qs);
+    attention_tile(q + i * ld, kt, v, vt, ld, len, lp, d, scale, std::min<int64_t>(R, len - i), out + i * ld_out,
+                   ld_out, s, qs);
   }
 }
 
