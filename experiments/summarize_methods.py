@@ -56,17 +56,13 @@ def shape(r):
 
 
 def latencies(out):
-    """(row -> (runtime, {batch: p50 ms}), runtime -> the teacher's {batch: p50 ms}) from the bench
-    files; rows the inference runtime cannot run were timed in eager LibTorch, next to the teacher."""
-    lat, teacher = {}, {}
+    """row -> (runtime, {batch: p50 ms}) from the bench files. Rows the inference runtime cannot run
+    were timed in eager LibTorch, and so was the teacher once more ("teacher.torch")."""
+    lat = {}
     for f in (out / "bench").glob("*.json"):
         runs = json.loads(f.read_text())
-        rt, p50 = runs[0].get("runtime", "engine"), {b["batch"]: b["p50_ms"] for b in runs}
-        if f.stem.split(".")[0] == "teacher":
-            teacher[rt] = p50
-        else:
-            lat[f.stem] = (rt, p50)
-    return lat, teacher
+        lat[f.stem] = (runs[0].get("runtime", "engine"), {b["batch"]: b["p50_ms"] for b in runs})
+    return lat
 
 
 def load(out, task):
@@ -100,16 +96,18 @@ def main(out):
     """One table over both tasks, in the form of the survey's MRPC table: every row with the seeds
     it has on each task."""
     out = pathlib.Path(out)
-    lat, teacher_lat = latencies(out)
+    lat = latencies(out)
+    teacher_lat = {rt: p50 for row, (rt, p50) in lat.items() if row.split(".")[0] == "teacher"}
     if teacher_lat:
         commit = (out / "bench" / "commit").read_text().strip() if (out / "bench" / "commit").exists() else "?"
         print(f"speedups: `bash experiments/bench_methods.sh OUT` at commit {commit}, p50 at seq 128, "
               f"batch 1 and 32, teacher latency / model latency")
     tasks = {t: load(out, t) for t in METRICS}
     teachers = {t: dict(runs.get("teacher", [])) for t, runs in tasks.items()}
-    cols = [(t, name, label) for t, metrics in METRICS.items() for name, label in metrics]
+    # (task, metric, label, whether its cell shows the share of the teacher kept: the task's first metric)
+    cols = [(t, name, label, i == 0) for t, metrics in METRICS.items() for i, (name, label) in enumerate(metrics)]
     print("\n| method | layers × hidden | parameters | compression | speedup b1 | speedup b32 | " +
-          " | ".join(label for _, _, label in cols) + " | seeds (SST-2 / MRPC) |")
+          " | ".join(label for _, _, label, _ in cols) + " | seeds (SST-2 / MRPC) |")
     print("|---|---|---:|---:|---:|---:|" + "---:|" * len(cols) + "---|")
     commits = set()
     for key, label in ROWS:
@@ -130,10 +128,10 @@ def main(out):
         speed = []
         rt, p50 = lat.get(key, ("engine", {}))
         for b in (1, 32):
-            t, m = teacher_lat.get(rt, {}).get(b), (teacher_lat.get(rt, {}) if key == "teacher" else p50).get(b)
+            t, m = teacher_lat.get(rt, {}).get(b), p50.get(b)
             speed.append(f"{t / m:.2f}x" + ("†" if rt != "engine" else "") if t and m else "–")
-        cells = [score_cell(per_task[t], teachers[t], name, retention=(key != "teacher" and name == metrics[0][0]))
-                 for t, name, _ in cols for metrics in [METRICS[t]]]
+        cells = [score_cell(per_task[t], teachers[t], name, retention=first and key != "teacher")
+                 for t, name, _, first in cols]
         seeds_used = " / ".join(",".join(str(s) for s, _ in per_task[t]) or "–" for t in METRICS)
         print(f"| {label} | {shape(found[0][1])} | {' / '.join(params)} | {' / '.join(comp)} | {speed[0]} | "
               f"{speed[1]} | " + " | ".join(cells) + f" | {seeds_used} |")
