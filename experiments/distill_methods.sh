@@ -24,7 +24,7 @@ case "$TASK" in
 esac
 ALL_ROWS="nokd-3 kd-3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312 mobilebert-gd
   vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
@@ -142,6 +142,13 @@ for seed in $SEEDS; do
         need "$d/gd-4x312" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/tinybert-4x312-general.yaml \
           --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
         run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init "$d/gd-4x312" ;;
+      # The MobileBERT-style student with its progressive transfer first run on the same general
+      # text from the pre-trained teacher, then the task recipe (progressive transfer + KD) from it.
+      mobilebert-gd)
+        wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
+        need "$d/gd-mobilebert" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/mobilebert-6x384-b96-general.yaml \
+          --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
+        run "$d/$row" "${s[@]}" --recipe recipes/mobilebert-6x384-b96.yaml --init "$d/gd-mobilebert" ;;
       # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its
       # labels; with KD: the recipe's augmented transfer set labelled by the teacher (logit MSE).
       bilstm-nokd)   run "$d/$row" "${s[@]}" --recipe recipes/bilstm-tang.yaml --alpha 0 --augment 0 ;;
