@@ -1,6 +1,6 @@
 // The machine's arithmetic peaks, the denominators of every "× limit" in docs/RESULTS.md:
 // independent chains of AVX-512 FMA (fp32), VDPBF16PS (bf16) and VPDPBUSD (int8) in registers,
-// and, where the CPU has AMX, TDPBUSD into four tiles; no memory traffic, on 1..N threads. Build: cmake --build build --target peak_bench;
+// and, where the CPU has AMX, TDPBUSD and TDPBF16PS into four tiles; no memory traffic, on 1..N threads. Build: cmake --build build --target peak_bench;
 // run: build/peak_bench [threads] (default 2). Prints GFLOP/s or GOP/s (2 per multiply-add).
 #include <cpuid.h>
 #include <immintrin.h>
@@ -64,7 +64,10 @@ struct alignas(64) TileConfig {
 };
 constexpr long kAmxIters = kIters / 4;
 
-__attribute__((target("amx-tile,amx-int8"))) float amx_int8_loop() {
+// Int8: TDPBUSD (16 × 16 int32 sums of 64 byte products); bf16: TDPBF16PS (16 × 16 fp32 sums of
+// 32 bf16 pair products). Operand tiles hold zeros and a one, so no value overflows or goes subnormal.
+template <bool Bf16>
+__attribute__((target("amx-tile,amx-int8,amx-bf16"))) float amx_loop() {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) {
     cfg.colsb[t] = 64;
@@ -81,10 +84,17 @@ __attribute__((target("amx-tile,amx-int8"))) float amx_int8_loop() {
   _tile_zero(2);
   _tile_zero(3);
   for (long i = 0; i < kAmxIters; ++i) {
-    _tile_dpbusd(0, 4, 6);
-    _tile_dpbusd(1, 4, 7);
-    _tile_dpbusd(2, 5, 6);
-    _tile_dpbusd(3, 5, 7);
+    if constexpr (Bf16) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    } else {
+      _tile_dpbusd(0, 4, 6);
+      _tile_dpbusd(1, 4, 7);
+      _tile_dpbusd(2, 5, 6);
+      _tile_dpbusd(3, 5, 7);
+    }
   }
   alignas(64) int32_t out[256];
   _tile_stored(0, out, 64);
@@ -92,9 +102,12 @@ __attribute__((target("amx-tile,amx-int8"))) float amx_int8_loop() {
   return static_cast<float>(out[0]);
 }
 
-bool amx_int8_usable() {
+// CPUID leaf 7 EDX: AMX-BF16 bit 22, AMX-TILE bit 24, AMX-INT8 bit 25.
+bool amx_usable() {
   unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25))) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 22)) || !(d & (1u << 24)) || !(d & (1u << 25))) {
+    return false;
+  }
   constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;  // as src/kernels/isa.cpp
   return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
@@ -121,10 +134,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   std::printf("threads %d\n", threads);
-  std::printf("fp32 FMA     %7.1f GFLOP/s\n", run(fp32_loop, 2, threads));
-  if (__builtin_cpu_supports("avx512bf16")) std::printf("bf16 DPBF16  %7.1f GFLOP/s\n", run(bf16_loop, 4, threads));
-  if (__builtin_cpu_supports("avx512vnni")) std::printf("int8 DPBUSD  %7.1f GOP/s\n", run(int8_loop, 8, threads));
-  // TDPBUSD: 16 × 16 sums of 64 products each, 2 ops per product.
-  if (amx_int8_usable()) std::printf("int8 TDPBUSD %7.1f GOP/s\n", run(amx_int8_loop, 2.0 * 16 * 16 * 64, threads, 4.0 * kAmxIters));
+  std::printf("fp32 FMA       %7.1f GFLOP/s\n", run(fp32_loop, 2, threads));
+  if (__builtin_cpu_supports("avx512bf16")) std::printf("bf16 DPBF16    %7.1f GFLOP/s\n", run(bf16_loop, 4, threads));
+  if (__builtin_cpu_supports("avx512vnni")) std::printf("int8 DPBUSD    %7.1f GOP/s\n", run(int8_loop, 8, threads));
+  // TDPBUSD: 16 × 16 sums of 64 products each; TDPBF16PS of 32; 2 ops per product.
+  if (amx_usable()) {
+    std::printf("bf16 TDPBF16PS %7.1f GFLOP/s\n", run(amx_loop<true>, 2.0 * 16 * 16 * 32, threads, 4.0 * kAmxIters));
+    std::printf("int8 TDPBUSD   %7.1f GOP/s\n", run(amx_loop<false>, 2.0 * 16 * 16 * 64, threads, 4.0 * kAmxIters));
+  }
   return 0;
 }
