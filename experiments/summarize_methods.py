@@ -34,6 +34,7 @@ ROWS = [
     ("tinybert-gd-4x312", "TinyBERT general (WikiText-2 + task text) then task distillation"),
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
+    ("mobilebert-gd", "MobileBERT-style: progressive transfer on general text, then on the task + KD"),
     ("vocab5k-nokd-3", "own 5k vocabulary, no KD"), ("vocab5k-kd-3", "own 5k vocabulary, Hinton KD"),
     ("vocab5k-kd-3x192", "own 5k vocabulary, narrow, Hinton KD only"),
     ("dualtrain-3x192", "DualTrain + SharedProjUp, own 5k vocabulary"),
