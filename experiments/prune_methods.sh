@@ -36,7 +36,8 @@ esac
 # LayerDrop comparison, on "teacher-ld" — the teacher fine-tuned with LayerDrop 0.2 — and on the
 # plain teacher; depth-N-imp keeps the N layers whose removal alone costs the most loss instead);
 # svd-rR / svd-eE (low rank at rank R or energy E %), albert-eE (factorized embeddings),
-# share-all|attention|ffn (ALBERT sharing from averaged layers), hash-C (HashedNets);
+# share-all|attention|ffn (ALBERT sharing from averaged layers; share-all-scratch: the shared
+# blocks freshly initialised, then distilled), hash-C (HashedNets);
 # soft-movement-lL (Sanh et al.'s soft movement at final λ = L: the sparsity is its result); a row
 # ending in -long (e.g. movement-90-long) runs with 8x the fine-tuning budget (SST-2: 16,000
 # sentences and 4 epochs, MRPC: 8 epochs), for the movement-vs-magnitude comparison;
@@ -50,7 +51,7 @@ esac
 # epochs), -bf16 fine-tuning under bf16 autocast (--bf16), e.g. heads+neurons-lkd-50-rec4-joint.
 ALL_ROWS="movement-90 magnitude-90 heads+neurons-50 heads+neurons-lkd-50 taylor-90 movement-70 magnitude-70 taylor-70 movement-50
   magnitude-50 taylor-50 heads+neurons-30 heads-30 neurons-30 neurons-50 nm-2-4 depth-4 depth-3 depth-2
-  svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn hash-8 l1-90 l2-90 entropy-neurons-30"
+  svd-r128 svd-r64 svd-e90 albert-e128 share-all share-attention share-ffn share-all-scratch hash-8 l1-90 l2-90 entropy-neurons-30"
 ROWS="${*:-$ALL_ROWS}"
 
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune"
@@ -134,6 +135,8 @@ for seed in $SEEDS; do
             svd-r*)    "$CLI" factorize "${f[@]}" --rank "${row#svd-r}" ;;
             svd-e*)    "$CLI" factorize "${f[@]}" --energy "0.${row#svd-e}" ;;
             albert-e*) "$CLI" factorize "${f[@]}" --embedding-size "${row#albert-e}" ;;
+            share-*-scratch)  # the shared blocks freshly initialised, then distilled (ALBERT's other way)
+                       m="${row#share-}"; "$CLI" share "${f[@]}" --mode "${m%-scratch}" --from-scratch ;;
             share-*)   "$CLI" share "${f[@]}" --mode "${row#share-}" ;;
             hash-*)    "$CLI" share "${f[@]}" --hash-compression "${row#hash-}" ;;
           esac ;;

@@ -51,6 +51,7 @@ ROWS = [
     ("albert-e128", "ALBERT factorized embeddings, E = 128, fine-tuned"),
     ("share-all", "ALBERT sharing, all layers (averaged), fine-tuned"),
     ("share-attention", "ALBERT sharing, attention only, fine-tuned"),
+    ("share-all-scratch", "ALBERT sharing, all layers, from scratch, distilled"),
     ("share-ffn", "ALBERT sharing, FFN only, fine-tuned"),
     ("hash-8", "HashedNets, 8 weights per stored value, fine-tuned"),
 ]
