@@ -59,6 +59,13 @@ run() {  # run OUT_FOLDER ARGS...: skip when this row's result is kept or on dis
   keep "$out"
 }
 
+general() {  # general OUT_FOLDER RECIPE: a general stage from the pre-trained teacher on WikiText-2
+  # (valid + test, ../shared/data/text) and the task's sentences, the start of a task stage
+  local wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
+  need "$1" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe "$2" --task "$TASK" --data "$DATA" --seed "$seed" \
+    --corpus "$wiki/valid.txt,$wiki/test.txt,task"
+}
+
 for seed in $SEEDS; do
   d="$OUT/$TASK/seed$seed"
   common=(--task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed")
@@ -138,16 +145,12 @@ for seed in $SEEDS; do
       # TinyBERT's two stages: general distillation from the pre-trained model on WikiText-2
       # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
       tinybert-gd-4x312)
-        wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
-        need "$d/gd-4x312" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/tinybert-4x312-general.yaml \
-          --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
+        general "$d/gd-4x312" recipes/tinybert-4x312-general.yaml
         run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init "$d/gd-4x312" ;;
       # The MobileBERT-style student with its progressive transfer first run on the same general
       # text from the pre-trained teacher, then the task recipe (progressive transfer + KD) from it.
       mobilebert-gd)
-        wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
-        need "$d/gd-mobilebert" distill --teacher "$CONDENSE_TEACHER_DIR" --recipe recipes/mobilebert-6x384-b96-general.yaml \
-          --task "$TASK" --data "$DATA" --seed "$seed" --corpus "$wiki/valid.txt,$wiki/test.txt,task"
+        general "$d/gd-mobilebert" recipes/mobilebert-6x384-b96-general.yaml
         run "$d/$row" "${s[@]}" --recipe recipes/mobilebert-6x384-b96.yaml --init "$d/gd-mobilebert" ;;
       # Cross-architecture students (Tang et al. 2019). Without KD: the original training set and its
       # labels; with KD: the recipe's augmented transfer set labelled by the teacher (logit MSE).

@@ -1,6 +1,7 @@
 // The machine's arithmetic peaks, the denominators of every "× limit" in docs/RESULTS.md:
 // independent chains of AVX-512 FMA (fp32), VDPBF16PS (bf16) and VPDPBUSD (int8) in registers,
-// and, where the CPU has AMX, TDPBUSD and TDPBF16PS into four tiles; no memory traffic, on 1..N threads. Build: cmake --build build --target peak_bench;
+// and, where the CPU has AMX, TDPBUSD and TDPBF16PS into four tiles; no memory traffic, on 1..N
+// threads. Build: cmake --build build --target peak_bench;
 // run: build/peak_bench [threads] (default 2). Prints GFLOP/s or GOP/s (2 per multiply-add).
 #include <cpuid.h>
 #include <immintrin.h>
