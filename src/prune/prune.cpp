@@ -560,24 +560,31 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
   const auto& c = model->config();
   const int64_t L = c.num_hidden_layers;
 
-  const train::LossFn base_loss = user_loss ? user_loss : train::LossFn([](nn::BertClassifier& m, const train::Batch& b) {
+  const train::LossFn loss = user_loss ? user_loss : train::LossFn([](nn::BertClassifier& m, const train::Batch& b) {
     return train::task_loss(m->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits, b);
   });
   const bool regularize = o.criterion == Criterion::L1 || o.criterion == Criterion::L2;
   bool penalty_on = regularize;
   auto denses = encoder_denses(model);
-  const train::LossFn loss = [&](nn::BertClassifier& m, const train::Batch& b) {
-    auto l = base_loss(m, b);
-    if (penalty_on && o.regularization > 0) {
-      // L1 (Han et al. 2015's sparsity-inducing variant) or L2 toward zero, summed over the
-      // encoder's linear weights, so that small weights become prunable.
-      torch::Tensor r = torch::zeros({});
-      for (auto& d : denses) {
-        r = r + (o.criterion == Criterion::L1 ? d.dense->weight.abs().sum() : d.dense->weight.pow(2).sum());
+  // L1 (Han et al. 2015's sparsity-inducing variant) or L2 toward zero on the encoder's linear
+  // weights, so that weights the task does not hold up become prunable. Applied decoupled from the
+  // gradient, after each optimizer step, as AdamW applies weight decay (Loshchilov & Hutter 2019):
+  // a penalty added to the loss is divided away by Adam's per-weight normalisation (added to the
+  // loss at λ = 1e-6 and 1e-5, the l1 and l2 rows came out identical to each other to the last
+  // digit of SST-2 accuracy: neither changed anything). L1 is the proximal step w <- sign(w)·max(|w| - lr·λ, 0), which
+  // sets weights exactly to zero; L2 scales every weight by 1 - lr·λ.
+  auto shrink_toward_zero = [&](int64_t, double lr) {
+    if (!penalty_on || o.regularization <= 0) return;
+    torch::NoGradGuard ng;
+    const double t = lr * o.regularization;
+    for (auto& d : denses) {
+      auto& w = d.dense->weight;
+      if (o.criterion == Criterion::L1) {
+        w.copy_(w.sign() * (w.abs() - t).clamp_min(0));
+      } else {
+        w.mul_(1.0 - std::min(t, 1.0));
       }
-      l = l + o.regularization * r;
     }
-    return l;
   };
 
   Masks masks;
@@ -762,6 +769,7 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
     auto t = o.train;
     t.epochs = epochs;
     t.after_backward = hook;
+    if (regularize) t.after_step = shrink_toward_zero;
     if (resumable) {
       t.state_dir = o.train.state_dir / ("run" + std::to_string(++runs));
     } else {

@@ -306,6 +306,7 @@ TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, co
     if (o.max_grad_norm > 0) torch::nn::utils::clip_grad_norm_(clipped, o.max_grad_norm);
     if (o.after_backward) o.after_backward(s.step);
     opt->step();
+    if (o.after_step) o.after_step(s.step, lr);
     ++s.step;
     examples += batch.size();
 

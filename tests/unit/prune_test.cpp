@@ -306,6 +306,32 @@ TEST(Prune, IterativeL1AndStructuredCubic) {
   EXPECT_NEAR(static_cast<double>(st.encoder_weights_after) / static_cast<double>(st.encoder_weights_before), 0.5, 0.01);
 }
 
+// The l1/l2 shrinkage must change what magnitude pruning sees: the same seed, data and steps with
+// and without it, then the encoder's summed |w|.
+TEST(Prune, L1AndL2ShrinkWeightsBeyondMagnitude) {
+  auto data = ct::tiny_sst2(32, 10);
+  auto run = [&](Criterion c, double lambda) {
+    auto m = ct::tiny_bert(9);
+    auto r = prune::prune(m, data,
+                          prune::PruneOptions()
+                              .with_criterion(c)
+                              .with_regularization(lambda)
+                              .with_schedule(Schedule::OneShot)
+                              .with_sparsity(0.1)
+                              .with_train(train::TrainOptions().with_epochs(2).with_batch_size(8).with_learning_rate(1e-3)));
+    double abs_sum = 0;
+    for (auto& p : r.model->named_parameters()) {
+      if (p.key().find("encoder") != std::string::npos && p.value().dim() == 2) abs_sum += p.value().abs().sum().item<double>();
+    }
+    return abs_sum;
+  };
+  const auto mag = run(Criterion::Magnitude, 0);
+  const auto l1 = run(Criterion::L1, 20.0);  // lr·λ up to 0.02 a step
+  const auto l2 = run(Criterion::L2, 100.0);  // ×(1 − lr·λ), about ×0.67 over the 8 steps
+  EXPECT_LT(l1, 0.9 * mag);
+  EXPECT_LT(l2, 0.9 * mag);
+}
+
 TEST(Prune, JointUnitMasksRankPerWeight) {
   // Two layers of 2 heads (64 weights each) and 3 neurons (2 each): 268 weights. Score per weight,
   // ascending: L1n1 .01, L0n0 .05, L0h0 .1, L1n0 .12, L1h0 .2, L0n1 .25, L1h1 .5, L0h1 1, L0n2 1.5, L1n2 2.

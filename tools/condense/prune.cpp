@@ -189,7 +189,7 @@ void add_prune(CLI::App& app) {
   sub->add_flag("--joint", a->joint, "heads+neurons with taylor: rank heads and neurons together per weight");
   sub->add_option("--update-every", a->update_every, "Cubic: optimizer steps between mask updates (default 50)");
   sub->add_option("--score-batches", a->score_batches, "Batches for taylor/entropy/layer scores (default 32)");
-  sub->add_option("--regularization", a->regularization, "l1/l2: penalty weight on the summed encoder weights");
+  sub->add_option("--regularization", a->regularization, "l1/l2: λ of the shrinkage toward zero after each step (lr·λ; default 1)");
   sub->add_option("--layerdrop", a->layerdrop, "LayerDrop probability while fine-tuning (default 0)");
   sub->add_option("--soft-threshold", a->soft_threshold, "soft-movement: final threshold on sigmoid(S) (default 0.1)");
   sub->add_option("--soft-lambda", a->soft_lambda,

@@ -94,7 +94,7 @@ struct PruneOptions {
   /// between layers, follows the scores instead of half of each. See joint_unit_masks().
   bool joint = false;
   int64_t update_every = 50;  ///< cubic: optimizer steps between mask updates
-  double regularization = 1e-4;  ///< λ of the l1 / l2 criteria
+  double regularization = 1.0;   ///< λ of the l1 / l2 criteria: each step shrinks by lr·λ (decoupled)
   /// soft-movement: final threshold on σ(S) and final λ of mean σ(S) (the paper's scripts: 0.1, and
   /// λ of a few hundred with distillation; a larger λ prunes more).
   double soft_threshold = 0.1;

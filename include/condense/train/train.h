@@ -83,6 +83,9 @@ struct TrainOptions {
   /// Called after backward and clipping, before the optimizer step, with the step index: stages
   /// that read gradients (pruning importance, movement scores) accumulate them here.
   std::function<void(int64_t step)> after_backward;
+  /// Called after each optimizer step with the step's learning rate: decoupled (proximal) updates
+  /// of the weights, such as pruning's L1/L2 shrinkage toward zero.
+  std::function<void(int64_t step, double lr)> after_step;
 
   TrainOptions& with_epochs(int64_t v) { epochs = v; return *this; }
   TrainOptions& with_batch_size(int64_t v) { batch_size = v; return *this; }
