@@ -16,7 +16,8 @@
 ///   `soft_lambda` with τ) that pulls every score down until the task's gradient holds it up. The
 ///   sparsity reached follows from λ and the length of the run, not from `sparsity`, and may differ
 ///   per matrix. Unstructured only.
-/// - l1 / l2: fine-tune with λ‖w‖₁ or λ‖w‖² on the encoder weights, then rank by magnitude.
+/// - l1 / l2: fine-tune while shrinking the encoder weights toward zero after each step (proximal
+///   L1 or multiplicative L2, decoupled from Adam), then rank by magnitude.
 /// - entropy: entropy of a unit's activation histogram over data (Luo & Wu 2017): a unit whose
 ///   output barely varies carries little information. Heads and neurons only.
 ///
