@@ -571,8 +571,9 @@ PruneResult prune(nn::BertClassifier& input, const train::EncodedDataset& data, 
   // gradient, after each optimizer step, as AdamW applies weight decay (Loshchilov & Hutter 2019):
   // a penalty added to the loss is divided away by Adam's per-weight normalisation (added to the
   // loss at λ = 1e-6 and 1e-5, the l1 and l2 rows came out identical to each other to the last
-  // digit of SST-2 accuracy: neither changed anything). L1 is the proximal step w <- sign(w)·max(|w| - lr·λ, 0), which
-  // sets weights exactly to zero; L2 scales every weight by 1 - lr·λ.
+  // digit of SST-2 accuracy: neither changed anything). L1 is the proximal step
+  // w <- sign(w)·max(|w| - lr·λ, 0), which sets weights exactly to zero; L2 scales every weight
+  // by 1 - lr·λ.
   auto shrink_toward_zero = [&](int64_t, double lr) {
     if (!penalty_on || o.regularization <= 0) return;
     torch::NoGradGuard ng;
