@@ -556,66 +556,6 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   return student;
 }
 
-namespace {
-/// Sums the L2 norms of a layer's input rows (the cosine scales of calibrate_student_norms).
-class InputNormProbe final : public nn::DenseKernel {
- public:
-  torch::Tensor forward(nn::DenseImpl& layer, const torch::Tensor& x) override {
-    auto n = x.detach().reshape({-1, x.size(-1)}).to(torch::kDouble).norm(2, {1});
-    sum += n.sum().item<double>();
-    rows += static_cast<double>(n.size(0));
-    return layer.float_forward(x);
-  }
-  double sum = 0, rows = 0;
-};
-}  // namespace
-
-void calibrate_student_norms(nn::BertClassifier& student, nn::BertClassifier& teacher, const StudentOptions& s,
-                             const train::EncodedDataset& data, uint64_t seed) {
-  const auto kind = student->config().norm;
-  if (s.init != "teacher" || s.norm_calibration == 0 ||
-      (kind != nn::NormKind::NoNorm && kind != nn::NormKind::WeightNorm && kind != nn::NormKind::CosineNorm)) {
-    return;
-  }
-  CONDENSE_CHECK(s.norm_calibration > 0, "student option 'norm_calibration' must be >= 0, found {}", s.norm_calibration);
-  CONDENSE_CHECK(data.size() > 0, "student option 'norm_calibration' needs training examples, found none");
-  CONDENSE_CHECK(student->config().vocab_size == teacher->config().vocab_size,
-                 "student option 'norm_calibration' runs the student's LayerNorm twin on the teacher's vocabulary, "
-                 "but the student has its own ({} pieces); set it to 0",
-                 student->config().vocab_size);
-  auto twin = make_student(teacher, StudentOptions(s).with_norm(nn::NormKind::LayerNorm), seed);
-  twin->eval();
-  std::map<std::string, std::shared_ptr<InputNormProbe>> probes;
-  for (const auto& m : twin->named_modules()) {
-    if (auto* n = m.value()->as<nn::NormImpl>()) n->track_statistics(true);
-    if (auto* d = m.value()->as<nn::DenseImpl>(); d && kind == nn::NormKind::CosineNorm) {
-      d->set_kernel(probes[m.key()] = std::make_shared<InputNormProbe>());
-    }
-  }
-  {
-    torch::NoGradGuard guard;
-    const auto n = std::min<std::size_t>(static_cast<std::size_t>(s.norm_calibration), data.size());
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto b = train::make_batch(data, {i * data.size() / n});
-      twin->forward(b.input_ids, b.token_type_ids, b.attention_mask);
-    }
-  }
-  auto twin_modules = twin->named_modules();
-  torch::NoGradGuard guard;
-  for (const auto& m : student->named_modules()) {
-    if (auto* n = m.value()->as<nn::NormImpl>()) {
-      const auto* t = twin_modules[m.key()]->as<nn::NormImpl>();
-      const auto [mu, sigma] = t->tracked_statistics();
-      n->weight.copy_(t->weight / sigma);
-      n->bias.copy_(t->bias - t->weight * (mu / sigma));
-    }
-    if (auto* d = m.value()->as<nn::DenseImpl>(); d && d->scale.defined()) {
-      const auto& p = *probes.at(m.key());
-      d->scale.copy_(d->weight.norm(2, {1}) * (p.sum / p.rows));
-    }
-  }
-}
-
 void transfer_vocabulary(nn::BertClassifier& student, const text::WordPieceTokenizer& stok, nn::BertClassifier& teacher,
                          const text::WordPieceTokenizer& ttok) {
   auto& to = student->bert->embeddings->word_embeddings->weight;

@@ -42,17 +42,7 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x, const torch::Tensor& mas
   const int64_t width = x.size(-1);
   CONDENSE_CHECK(width == weight.size(0), "{} of width {} got input of width {}", to_string(kind_), weight.size(0),
                  width);
-  if (kind_ == NormKind::LayerNorm) {
-    if (tracking_) {
-      torch::NoGradGuard guard;
-      auto flat = x.detach().reshape({-1, width}).to(torch::kDouble);
-      auto var = flat.var(1, /*unbiased=*/false);
-      sum_mean_ += flat.mean(1).sum().item<double>();
-      sum_std_ += (var + eps_).sqrt().sum().item<double>();
-      tokens_ += static_cast<double>(flat.size(0));
-    }
-    return torch::layer_norm(x, {width}, weight, bias, eps_);
-  }
+  if (kind_ == NormKind::LayerNorm) return torch::layer_norm(x, {width}, weight, bias, eps_);
   if (kind_ != NormKind::BatchNorm) return x * weight + bias;
   if (!is_training()) return (x - running_mean) / torch::sqrt(running_var + eps_) * weight + bias;
   // Statistics over real tokens only: padding would otherwise pull the mean toward whatever the
@@ -70,18 +60,6 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x, const torch::Tensor& mas
     running_var.mul_(1 - momentum_).add_(var.detach() * (count / (count - 1)) * momentum_);
   }
   return (x - mean) / torch::sqrt(var + eps_) * weight + bias;
-}
-
-void NormImpl::track_statistics(bool on) {
-  CONDENSE_CHECK(!on || kind_ == NormKind::LayerNorm, "only a layernorm tracks token statistics, not {}",
-                 to_string(kind_));
-  tracking_ = on;
-  if (on) sum_mean_ = sum_std_ = tokens_ = 0;
-}
-
-std::pair<double, double> NormImpl::tracked_statistics() const {
-  CONDENSE_CHECK(tokens_ > 0, "layernorm statistics: no token was seen while tracking");
-  return {sum_mean_ / tokens_, sum_std_ / tokens_};
 }
 
 DenseImpl::DenseImpl(int64_t in, int64_t out, NormKind kind, DenseShape shape)

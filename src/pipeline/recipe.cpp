@@ -320,7 +320,7 @@ Recipe load_recipe(const std::filesystem::path& path) {
   }
   if (auto s = root["student"]) {
     r.only_keys(s, "student",
-                {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm", "norm_calibration",
+                {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm",
                  "embedding_dim", "mlp_size", "kernel_sizes", "dropout", "bottleneck_size", "num_ffn", "hidden_act",
                  "vocab"});
     if (s["vocab"]) {
@@ -347,9 +347,6 @@ Recipe load_recipe(const std::filesystem::path& path) {
     if (s["intermediate_size"]) { r.get(s, "student", "intermediate_size", v); out.student.intermediate_size = v; }
     r.get(s, "student", "init", out.student.init);
     r.get(s, "student", "init_layers", out.student.init_layers);
-    r.get(s, "student", "norm_calibration", out.student.norm_calibration);
-    CONDENSE_CHECK(out.student.norm_calibration >= 0, "{}: field 'student.norm_calibration' must be >= 0, found {}",
-                   path.string(), out.student.norm_calibration);
     if (s["embedding_dim"]) { r.get(s, "student", "embedding_dim", v); out.student.embedding_dim = v; }
     r.get(s, "student", "mlp_size", out.student.mlp_size);
     r.get(s, "student", "bottleneck_size", out.student.bottleneck_size);

@@ -416,10 +416,6 @@ TEST(Distill, RecipeLoadsEveryKey) {
   auto partial = pipeline::load_recipe(write(dir, "partial.yaml", "distill: {alpha: 0.9}\n"));
   EXPECT_FALSE(partial.task);
   EXPECT_DOUBLE_EQ(partial.distill.alpha, 0.9);
-  EXPECT_EQ(partial.student.norm_calibration, 256);
-  EXPECT_EQ(pipeline::load_recipe(write(dir, "calib.yaml", "student: {norm: nonorm, norm_calibration: 0}\n"))
-                .student.norm_calibration,
-            0);
   EXPECT_DOUBLE_EQ(partial.distill.temperature, DistillOptions().temperature);
   EXPECT_EQ(partial.distill.soft_loss, SoftLoss::KL);
   EXPECT_EQ(partial.student.layers, StudentOptions().layers);
@@ -452,7 +448,6 @@ TEST(Distill, RecipeErrorsNameFileAndKey) {
   check("not_map.yaml", "student: 3\n", {"'student' must be a mapping"});
   check("yaml.yaml", "train: {epochs: [1, 2\n", {"not valid YAML"});
   check("arch.yaml", "student: {arch: transformer}\n", {"field 'student.arch' is 'transformer'"});
-  check("calibration.yaml", "student: {norm_calibration: -1}\n", {"field 'student.norm_calibration' must be >= 0"});
   check("augment.yaml", "augment: {method: eda}\n", {"field 'augment.method' is 'eda'"});
   check("augment_key.yaml", "augment: {per_sentence: 3}\n", {"unknown key 'augment.per_sentence'"});
   check("weight_end.yaml", "distill: {layer_losses: [{loss: hidden_mse, weight_end: -1}]}\n", {"weight_end"});
@@ -682,70 +677,6 @@ train::EncodedDataset synthetic(int64_t n, uint64_t seed) {
     d.scores.push_back(0);
   }
   return d;
-}
-
-// Folding LayerNorm into a student without statistics (calibrate_student_norms). The embeddings'
-// norm, whose input (word + position + segment embeddings) is known by hand, must become γ/σ̄ ⊙ x
-// + β − γ·μ̄/σ̄, with μ̄ and σ̄ the averages of each token's mean and standard deviation over the
-// calibration sentences (examples 0, 2, ..., 10 of 12: spread over the set). The folded students
-// (nonorm, and cosinenorm with its scales) must then follow their LayerNorm twin's logits far
-// more closely than the same students with γ, β copied unchanged (norm_calibration 0).
-TEST(Distill, StudentWithoutNormStatisticsFoldsTheLayerNormAverages) {
-  using condense::nn::NormKind;
-  auto teacher = tiny_model(4, 1);
-  teacher->eval();
-  auto data = synthetic(12, 7);
-  const double eps = teacher->config().layer_norm_eps;
-  double sum_mu = 0, sum_sd = 0, tokens = 0;
-  {
-    torch::NoGradGuard guard;
-    auto& e = *teacher->bert->embeddings;
-    for (std::size_t i = 0; i < 12; i += 2) {
-      auto ids = torch::tensor(data.input_ids[i], torch::kInt64);
-      const int64_t len = ids.size(0);
-      auto x = (e.word_embeddings->weight.index_select(0, ids) + e.position_embeddings->weight.slice(0, 0, len) +
-                e.token_type_embeddings->weight[0])
-                   .to(torch::kDouble);
-      sum_mu += x.mean(1).sum().item<double>();
-      sum_sd += (x.var(1, /*unbiased=*/false) + eps).sqrt().sum().item<double>();
-      tokens += static_cast<double>(len);
-    }
-  }
-  const double mu = sum_mu / tokens, sd = sum_sd / tokens;
-  auto all = train::make_batch(data, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11});
-  for (auto kind : {NormKind::NoNorm, NormKind::CosineNorm}) {
-    const auto opts = StudentOptions().with_layers(2).with_norm(kind).with_norm_calibration(6);
-    auto twin = distill::make_student(teacher, StudentOptions(opts).with_norm(NormKind::LayerNorm), 5);
-    auto copied = distill::make_student(teacher, opts, 5);
-    distill::calibrate_student_norms(copied, teacher, StudentOptions(opts).with_norm_calibration(0), data, 5);
-    auto folded = distill::make_student(teacher, opts, 5);
-    distill::calibrate_student_norms(folded, teacher, opts, data, 5);
-    const auto& g = teacher->bert->embeddings->LayerNorm->weight;
-    const auto& b = teacher->bert->embeddings->LayerNorm->bias;
-    const auto& norm = folded->bert->embeddings->LayerNorm;
-    EXPECT_TRUE(torch::allclose(norm->weight, g / sd, 1e-4, 1e-6)) << condense::nn::to_string(kind);
-    EXPECT_TRUE(torch::allclose(norm->bias, b - g * (mu / sd), 1e-4, 1e-6)) << condense::nn::to_string(kind);
-    EXPECT_TRUE(torch::equal(copied->bert->embeddings->LayerNorm->weight, g)) << condense::nn::to_string(kind);
-    torch::NoGradGuard guard;
-    twin->eval();
-    copied->eval();
-    folded->eval();
-    auto ref = twin->forward(all.input_ids, all.token_type_ids, all.attention_mask).logits;
-    const double err_folded =
-        (folded->forward(all.input_ids, all.token_type_ids, all.attention_mask).logits - ref).abs().max().item<double>();
-    const double err_copied =
-        (copied->forward(all.input_ids, all.token_type_ids, all.attention_mask).logits - ref).abs().max().item<double>();
-    EXPECT_LT(err_folded, 0.25 * err_copied)
-        << condense::nn::to_string(kind) << ": folded " << err_folded << ", copied " << err_copied;
-  }
-  // A student with its own vocabulary cannot run as its teacher's twin: a clear error.
-  auto own = distill::make_student(
-      teacher, StudentOptions().with_layers(2).with_norm(NormKind::NoNorm).with_vocab_size(40), 5);
-  EXPECT_HAS(error_of([&] {
-               distill::calibrate_student_norms(own, teacher, StudentOptions().with_layers(2).with_norm(NormKind::NoNorm),
-                                                data, 5);
-             }),
-             "set it to 0");
 }
 
 // TinyBERT's intermediate stage on a narrower student (16 wide vs 32): embedding, hidden-state

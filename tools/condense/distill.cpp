@@ -23,7 +23,6 @@ struct DistillArgs {
   std::optional<std::string> hidden_act;
   std::optional<std::string> init, loss, norm;
   std::vector<int64_t> init_layers;
-  std::optional<int64_t> norm_calibration;
   std::optional<double> temperature, alpha, temperature_end, alpha_end;
   bool no_cache = false;
   std::optional<int64_t> teacher_cache_mb;
@@ -92,7 +91,6 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (a.init) r.student.init = *a.init;
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
   if (a.norm) r.student.norm = nn::parse_norm(*a.norm);
-  if (a.norm_calibration) r.student.norm_calibration = *a.norm_calibration;
   if (a.arch) r.student.arch = *a.arch;
   auto& aug = r.augment;
   if (a.augment) aug.per_example = *a.augment;
@@ -248,7 +246,6 @@ void run(DistillArgs a, const CLI::App& sub) {
   const auto& stok = student_tok ? *student_tok : tokenizer;
   auto enc_student = student_tok ? train::encode(train_set, stok, r.max_length) : train::EncodedDataset{};
   const auto& enc_train_student = student_tok ? enc_student : enc_train;
-  if (student) distill::calibrate_student_norms(student, teacher, r.student, enc_train_student, first.train.seed);
   auto enc_dev = general ? train::EncodedDataset{} : train::encode(dev, stok, r.max_length);
   // DualTrain: the teacher's view with words drawn from both vocabularies (fixed for the seed).
   auto enc_mixed = r.dualtrain ? distill::encode_mixed_vocab(train_set, tokenizer, *student_tok,
@@ -374,10 +371,6 @@ void run(DistillArgs a, const CLI::App& sub) {
     return;
   }
   summary["norm"] = nn::to_string(student->config().norm);
-  if (student->config().norm != nn::NormKind::LayerNorm && student->config().norm != nn::NormKind::BatchNorm &&
-      r.student.init == "teacher") {
-    summary["distill"]["norm_calibration"] = r.student.norm_calibration;
-  }
   summary["distill"]["init_layers"] =
       r.student.init == "teacher" || r.student.init == "teacher-slice"
           ? distill::resolve_init_layers(r.student, teacher->config().num_hidden_layers)
@@ -437,10 +430,6 @@ void add_distill(CLI::App& app) {
       ->delimiter(',');
   sub->add_option("--arch", a->arch, "Student architecture: bert (default), bilstm or cnn (cross-architecture)");
   sub->add_option("--norm", a->norm, "Student normalisation: layernorm, batchnorm, nonorm, weightnorm, cosinenorm");
-  sub->add_option("--norm-calibration", a->norm_calibration,
-                  "Training examples that fold LayerNorm statistics into a nonorm/weightnorm/cosinenorm student "
-                  "inherited from the teacher (default 256; 0 copies gamma and beta unchanged)")
-      ->check(CLI::NonNegativeNumber);
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
   sub->add_option("--temperature-end", a->temperature_end, "Anneal the temperature linearly to this by the last step");

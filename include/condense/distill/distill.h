@@ -290,13 +290,8 @@ struct StudentOptions {
   /// k = teacher_layers / student_layers (DistilBERT's "one out of two").
   std::vector<int64_t> init_layers;
   /// Normalisation of the student (nn/norm.h). With init: teacher, LayerNorm's γ/β seed the new
-  /// norm's (folded with the twin's statistics, see calibrate_student_norms) and linear weights
-  /// carry over (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows).
+  /// norm's and linear weights carry over (weightnorm: v = W, g = ‖W_row‖; cosinenorm: the rows).
   nn::NormKind norm = nn::NormKind::LayerNorm;
-  /// With init "teacher" and a norm that keeps no statistics (nonorm, weightnorm, cosinenorm):
-  /// how many training examples calibrate_student_norms() runs to fold LayerNorm's average token
-  /// statistics into the new norms; 0 copies γ, β unchanged.
-  int64_t norm_calibration = 256;
   /// Cross-architecture students: word-embedding width (default: the teacher's hidden size, so
   /// its embeddings can be copied), hidden ReLU layer of the head, CNN kernel widths, dropout.
   std::optional<int64_t> embedding_dim;
@@ -326,27 +321,12 @@ struct StudentOptions {
   StudentOptions& with_vocab_size(int64_t v) { vocab_size = v; return *this; }
   StudentOptions& with_layers(int64_t v) { layers = v; return *this; }
   StudentOptions& with_norm(nn::NormKind v) { norm = v; return *this; }
-  StudentOptions& with_norm_calibration(int64_t v) { norm_calibration = v; return *this; }
   StudentOptions& with_hidden_size(int64_t v) { hidden_size = v; return *this; }
   StudentOptions& with_num_attention_heads(int64_t v) { num_attention_heads = v; return *this; }
   StudentOptions& with_intermediate_size(int64_t v) { intermediate_size = v; return *this; }
   StudentOptions& with_init(std::string v) { init = std::move(v); return *this; }
   StudentOptions& with_init_layers(std::vector<int64_t> v) { init_layers = std::move(v); return *this; }
 };
-
-/// Starts the norms of a student made by make_student(teacher, s) with init "teacher" and a norm
-/// without statistics (nonorm, weightnorm, cosinenorm) at the function its LayerNorm twin
-/// computes on average. Copying a LayerNorm's γ, β into γ ⊙ x + β drops the division by each
-/// token's σ, so the inherited layers see inputs of another scale (on MRPC such students answered
-/// one class to every pair). Instead the twin (make_student with LayerNorm) runs on
-/// s.norm_calibration examples of `data` spread over the set, one at a time (no padding), and
-/// each nonorm becomes γ/σ̄ ⊙ x + β − γ·μ̄/σ̄: the LayerNorm at the average token mean μ̄ and
-/// standard deviation σ̄ it saw, as Heimersheim (2024, "You can remove GPT2's LayerNorm by
-/// fine-tuning") fixes each σ to its average before fine-tuning without it. Cosine layers' scales
-/// start at ‖w_j‖ times the mean norm of their inputs in the twin, so γ_j·cos(w_j, x) ≈ w_j·x.
-/// Does nothing for other norms or inits, or when s.norm_calibration is 0.
-void calibrate_student_norms(nn::BertClassifier& student, nn::BertClassifier& teacher, const StudentOptions& s,
-                             const train::EncodedDataset& data, uint64_t seed);
 
 /// The teacher layers a student would be initialised from (resolves the default).
 std::vector<int64_t> resolve_init_layers(const StudentOptions& s, int64_t teacher_layers);

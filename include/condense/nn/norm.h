@@ -25,7 +25,6 @@
 
 #include <memory>
 #include <string>
-#include <utility>
 
 namespace condense::nn {
 
@@ -43,19 +42,11 @@ class NormImpl : public torch::nn::Module {
   /// x: [..., width]; mask: [batch, seq] with 1 for tokens (batchnorm only; undefined = all real).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
   NormKind kind() const { return kind_; }
-  /// LayerNorm only: while on, each forward adds every token's mean μ and standard deviation σ
-  /// (over the width) to running sums; turning it on clears them. For folding a LayerNorm into
-  /// a nonorm with the same average behaviour (distill::calibrate_student_norms).
-  void track_statistics(bool on);
-  /// {mean of μ, mean of σ} over the tokens seen while tracking; throws when none were seen.
-  std::pair<double, double> tracked_statistics() const;
   torch::Tensor weight, bias, running_mean, running_var;
 
  private:
   NormKind kind_;
   double eps_, momentum_;
-  bool tracking_ = false;
-  double sum_mean_ = 0, sum_std_ = 0, tokens_ = 0;
 };
 TORCH_MODULE(Norm);
 
