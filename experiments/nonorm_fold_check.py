@@ -69,34 +69,30 @@ def student(folded, seen=None):
     return norm
 
 
-def spread(logits):
-    return ", ".join(f"{v:.1e}" for v in logits.std(0).tolist())
+def sizes(out):
+    """Mean last-layer |h| at [CLS] and elsewhere, and the logits' spread over the pairs."""
+    cls = torch.tensor([o[1][0, 0].norm().item() for o in out])
+    other = torch.tensor([o[1][0, 1:].norm(dim=-1).mean().item() for o in out])
+    spread = ", ".join(f"{v:.1e}" for v in torch.cat([o[0] for o in out]).std(0).tolist())
+    return f"|h| [CLS] {cls.mean():.1f}, other tokens {other.mean():.1f}  logit std over pairs {spread}"
 
 
 def report(label, folded, ref):
     out = [forward(e, student(folded)) for e in pairs]
-    logits = torch.cat([o[0] for o in out])
     rel = torch.tensor([((o[1] - r[1]).norm() / r[1].norm()).item() for o, r in zip(out, ref)])
-    cls = torch.tensor([o[1][0, 0].norm().item() for o in out])
-    other = torch.tensor([o[1][0, 1:].norm(dim=-1).mean().item() for o in out])
-    print(f"{label:10s} hidden-state error {rel.mean():.2f} (relative)  |h| [CLS] {cls.mean():.1f}, other tokens "
-          f"{other.mean():.1f}  logit std over pairs {spread(logits)}")
+    print(f"{label:10s} hidden-state error {rel.mean():.2f} (relative)  {sizes(out)}")
 
 
 with torch.no_grad():
     seen = {}
     ref = [forward(e, student({}, seen)) for e in pairs]
-    logits = torch.cat([r[0] for r in ref])
-    cls = torch.tensor([r[1][0, 0].norm().item() for r in ref])
-    other = torch.tensor([r[1][0, 1:].norm(dim=-1).mean().item() for r in ref])
     print(f"{len(pairs)} MRPC training pairs, student = teacher layers {LAYERS} with LayerNorm")
     print(f"{'norm':48s} {'mean σ':>7s} {'min σ':>7s} {'max σ':>7s} {'σ of [CLS]':>10s}  cv")
     for name, lst in seen.items():
         sd = torch.cat([s for _, s in lst])
         first = torch.tensor([s[0].item() for _, s in lst])
         print(f"{name:48s} {sd.mean():7.3f} {sd.min():7.3f} {sd.max():7.3f} {first.mean():10.3f}  {sd.std() / sd.mean():.2f}")
-    print(f"{'LayerNorm':10s} |h| [CLS] {cls.mean():.1f}, other tokens {other.mean():.1f}  logit std over pairs "
-          f"{spread(logits)}")
+    print(f"{'LayerNorm':10s} {sizes(ref)}")
     stats = lambda lst: (torch.cat([m for m, _ in lst]).mean(), torch.cat([s for _, s in lst]).mean())
     report("copied", {n: (torch.tensor(0.0), torch.tensor(1.0)) for n in seen}, ref)  # γ ⊙ x + β, as the rows ran
     report("one-shot", {n: stats(lst) for n, lst in seen.items()}, ref)
