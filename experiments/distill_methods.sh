@@ -24,7 +24,7 @@ case "$TASK" in
 esac
 ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-gd-4x312 mobilebert-gd
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
   vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
@@ -130,6 +130,8 @@ for seed in $SEEDS; do
       # TinyBERT with its data augmentation (4 variants per example; the teacher runs on every batch
       # of the intermediate stage, so this row costs about 5x the plain one).
       tinybert-4x312-aug) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --augment 4 ;;
+      # The same augmentation at the plain row's compute (2 + 1 epochs over the 5x transfer set).
+      tinybert-4x312-aug-eq) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312-aug.yaml ;;
       # A student with its own 5,000-piece vocabulary learned from the training text (embedding rows
       # mapped from the teacher's pieces), with and without KD (DualTrain's smaller-vocabulary student
       # without its dual training or shared projections).

@@ -32,6 +32,7 @@ ROWS = [
     ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
     ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
     ("tinybert-4x312-aug", "TinyBERT task distillation + augmentation, no GD"),
+    ("tinybert-4x312-aug-eq", "TinyBERT task distillation + augmentation at the plain row's compute (2 + 1 epochs), no GD"),
     ("tinybert-gd-4x312", "TinyBERT general (WikiText-2 + task text) then task distillation"),
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
