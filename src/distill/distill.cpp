@@ -57,6 +57,7 @@ void DistillOptions::validate() const {
                  "distill option 'temperature_end' must be positive, found {}", temperature_end.value_or(0));
   CONDENSE_CHECK(!alpha_end || (*alpha_end >= 0 && *alpha_end <= 1),
                  "distill option 'alpha_end' must be in [0,1], found {}", alpha_end.value_or(0));
+  CONDENSE_CHECK(norm_fade >= 0 && norm_fade <= 1, "distill option 'norm_fade' must be in [0,1], found {}", norm_fade);
   CONDENSE_CHECK(prediction_weight >= 0 && std::isfinite(prediction_weight),
                  "distill option 'prediction_weight' must be >= 0, found {}", prediction_weight);
   double total = prediction_weight + mlm_weight + mlm_distill_weight;
@@ -799,10 +800,44 @@ bool caches_teacher_layers(const DistillOptions& o, int64_t student_layers, cons
          teacher_layer_cache_bytes(o, student_layers, teacher, d) <= o.teacher_cache_mb * (int64_t{1} << 20);
 }
 
+namespace {
+
+// DistillOptions::norm_fade: sets the LayerNorm share of the student's non-LayerNorm norms before
+// every step, and back to 0 (the student's own normalisation) when training ends however it ends.
+class NormFade {
+ public:
+  NormFade(nn::BertClassifier& student, DistillOptions& o) {
+    if (o.norm_fade <= 0) return;
+    for (const auto& m : student->modules(/*include_self=*/false)) {
+      if (auto n = std::dynamic_pointer_cast<nn::NormImpl>(m); n && n->kind() != nn::NormKind::LayerNorm) {
+        norms_.push_back(n);
+      }
+    }
+    if (norms_.empty()) return;
+    o.train.before_step = [norms = norms_, fade = o.norm_fade, next = o.train.before_step](int64_t step, int64_t total) {
+      const double share = std::max(0.0, 1.0 - static_cast<double>(step) / (fade * static_cast<double>(total)));
+      for (const auto& n : norms) n->set_layernorm_share(share);
+      if (next) next(step, total);
+    };
+  }
+  ~NormFade() {
+    for (const auto& n : norms_) n->set_layernorm_share(0);
+  }
+  NormFade(const NormFade&) = delete;
+  NormFade& operator=(const NormFade&) = delete;
+
+ private:
+  std::vector<std::shared_ptr<nn::NormImpl>> norms_;
+};
+
+}  // namespace
+
 train::TrainResult distill(nn::BertClassifier& student, nn::BertClassifier& teacher,
-                           const train::EncodedDataset& train_set, const DistillOptions& o,
+                           const train::EncodedDataset& train_set, const DistillOptions& given,
                            torch::Tensor teacher_logits, const MlmSetup* mlm) {
-  o.validate();
+  given.validate();
+  DistillOptions o = given;
+  NormFade fade(student, o);
   CONDENSE_CHECK(student->config().num_labels == teacher->config().num_labels,
                  "student has {} outputs but the teacher has {}", student->config().num_labels,
                  teacher->config().num_labels);

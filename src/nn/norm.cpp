@@ -38,15 +38,29 @@ NormImpl::NormImpl(NormKind kind, int64_t width, double eps, double momentum)
   }
 }
 
+void NormImpl::set_layernorm_share(double share) {
+  CONDENSE_CHECK(share >= 0 && share <= 1, "{}: LayerNorm share must be in [0,1], found {}", to_string(kind_), share);
+  layernorm_share_ = share;
+}
+
 torch::Tensor NormImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   const int64_t width = x.size(-1);
   CONDENSE_CHECK(width == weight.size(0), "{} of width {} got input of width {}", to_string(kind_), weight.size(0),
                  width);
   if (kind_ == NormKind::LayerNorm) return torch::layer_norm(x, {width}, weight, bias, eps_);
-  if (kind_ != NormKind::BatchNorm) return x * weight + bias;
-  if (!is_training()) return (x - running_mean) / torch::sqrt(running_var + eps_) * weight + bias;
+  auto y = normalize(x, mask);
+  if (layernorm_share_ > 0) {
+    y = layernorm_share_ * torch::layer_norm(x, {width}, {}, {}, eps_) + (1 - layernorm_share_) * y;
+  }
+  return y * weight + bias;
+}
+
+torch::Tensor NormImpl::normalize(const torch::Tensor& x, const torch::Tensor& mask) {
+  if (kind_ != NormKind::BatchNorm) return x;
+  if (!is_training()) return (x - running_mean) / torch::sqrt(running_var + eps_);
   // Statistics over real tokens only: padding would otherwise pull the mean toward whatever the
   // padded positions hold, and differently in every batch.
+  const int64_t width = x.size(-1);
   auto flat = x.reshape({-1, width});
   auto w = mask.defined() ? mask.reshape({-1, 1}).to(x.dtype()) : torch::ones({flat.size(0), 1}, x.options());
   const auto n = w.sum();
@@ -59,7 +73,7 @@ torch::Tensor NormImpl::forward(const torch::Tensor& x, const torch::Tensor& mas
     running_mean.mul_(1 - momentum_).add_(mean.detach() * momentum_);
     running_var.mul_(1 - momentum_).add_(var.detach() * (count / (count - 1)) * momentum_);
   }
-  return (x - mean) / torch::sqrt(var + eps_) * weight + bias;
+  return (x - mean) / torch::sqrt(var + eps_);
 }
 
 DenseImpl::DenseImpl(int64_t in, int64_t out, NormKind kind, DenseShape shape)

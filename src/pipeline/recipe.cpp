@@ -63,7 +63,7 @@ std::vector<distill::LayerLossTerm> read_layer_losses(const Reader& r, const YAM
 void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, distill::DistillOptions& o) {
   r.only_keys(d, sec, {"loss", "temperature", "alpha", "prediction_weight", "layer_losses", "layer_map",
                        "shared_projection", "temperature_end", "alpha_end", "progressive", "mlm_weight",
-                       "mlm_distill_weight", "mask_prob"});
+                       "mlm_distill_weight", "mask_prob", "norm_fade"});
   if (d["loss"]) {
     std::string loss;
     r.get(d, sec, "loss", loss);
@@ -91,6 +91,7 @@ void read_distill(const Reader& r, const YAML::Node& d, const std::string& sec, 
   r.get(d, sec, "mlm_weight", o.mlm_weight);
   r.get(d, sec, "mlm_distill_weight", o.mlm_distill_weight);
   r.get(d, sec, "mask_prob", o.mask_prob);
+  r.get(d, sec, "norm_fade", o.norm_fade);
   if (auto ll = d["layer_losses"]) o.layer_losses = read_layer_losses(r, ll, sec);  // a stage's list replaces the recipe's
   if (auto m = d["layer_map"]) {
     const auto section = sec + ".layer_map";
@@ -390,6 +391,9 @@ Recipe load_recipe(const std::filesystem::path& path) {
       const auto sec = fmt::format("stages[{}]", i);
       r.only_keys(st[i], sec, {"name", "distill", "train"});
       Stage stage{fmt::format("stage{}", i + 1), out.distill};
+      // The hand-over from LayerNorm (norm_fade) happens once, in the first stage, unless a later
+      // stage sets its own.
+      if (i > 0) stage.distill.norm_fade = 0;
       r.get(st[i], sec, "name", stage.name);
       if (auto d = st[i]["distill"]) read_distill(r, d, sec + ".distill", stage.distill);
       if (auto t = st[i]["train"]) read_train(r, t, sec + ".train", stage.distill.train, nullptr, nullptr);

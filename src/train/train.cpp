@@ -288,6 +288,7 @@ TrainResult train_loop(torch::nn::Module& model, const EncodedDataset& train, co
     auto batch = make_batch(train, idx);
     batch.step = s.step;
     batch.total_steps = total;
+    if (o.before_step) o.before_step(s.step, total);
 
     const double lr = scheduled_lr(o, s.step, total);
     for (auto& g : opt->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);

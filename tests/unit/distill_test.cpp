@@ -883,6 +883,55 @@ TEST(DistillLayers, StudentsOfOtherNormsStartFromTheTeacher) {
   EXPECT_EQ(bn->named_buffers().size(), 6u);  // running mean and variance of 3 norms: embeddings, attention, output
 }
 
+// norm_fade: a NoNorm student starts as the teacher's LayerNorm function, hands over linearly
+// during the first half of the steps, and is all NoNorm when distillation returns.
+TEST(DistillLayers, NormFadeHandsLayerNormOverDuringTheFirstSteps) {
+  auto teacher = tiny_model(2, 1);
+  auto data = synthetic(64, 4);
+  auto student = distill::make_student(
+      teacher, StudentOptions().with_layers(2).with_norm(condense::nn::NormKind::NoNorm), 2);
+  std::vector<std::shared_ptr<condense::nn::NormImpl>> norms;
+  for (const auto& m : student->modules(false)) {
+    if (auto n = std::dynamic_pointer_cast<condense::nn::NormImpl>(m)) norms.push_back(n);
+  }
+  ASSERT_EQ(norms.size(), 5u);  // embeddings, then attention and output of each layer
+  auto o = DistillOptions().with_norm_fade(0.5).with_train(
+      TrainOptions().with_epochs(2).with_batch_size(16).with_learning_rate(1e-3).with_seed(3));
+  std::vector<double> shares;
+  std::vector<torch::Tensor> first_logits;
+  o.train.before_step = [&](int64_t step, int64_t total) {
+    EXPECT_EQ(total, 8);
+    for (const auto& n : norms) EXPECT_DOUBLE_EQ(n->layernorm_share(), norms[0]->layernorm_share());
+    shares.push_back(norms[0]->layernorm_share());
+    if (step == 0) {  // share 1: the student computes what the same model with LayerNorm computes
+      torch::NoGradGuard g;
+      auto b = train::make_batch(data, {0, 1, 2, 3});
+      auto ln = distill::make_student(teacher, StudentOptions().with_layers(2), 2);
+      ln->eval();
+      student->eval();
+      first_logits = {student->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits,
+                      ln->forward(b.input_ids, b.token_type_ids, b.attention_mask).logits};
+      student->train();
+    }
+  };
+  auto r = distill::distill(student, teacher, data, o);
+  EXPECT_TRUE(r.finished);
+  EXPECT_EQ(shares, (std::vector<double>{1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0}));
+  ASSERT_EQ(first_logits.size(), 2u);
+  EXPECT_TRUE(torch::allclose(first_logits[0], first_logits[1], 1e-4, 1e-5));
+  for (const auto& n : norms) EXPECT_EQ(n->layernorm_share(), 0.0);
+  EXPECT_HAS(error_of([] { DistillOptions().with_norm_fade(1.5).validate(); }), "'norm_fade' must be in [0,1]");
+  // In a recipe with stages the fade belongs to the first stage unless a later one sets its own.
+  auto dir = ct::scratch_dir("distill_norm_fade_recipe");
+  auto rs = pipeline::load_recipe(write(dir, "fade.yaml",
+                                        "distill: {norm_fade: 0.3}\nstages:\n  - {name: a}\n  - {name: b}\n"
+                                        "  - {name: c, distill: {norm_fade: 0.2}}\n"));
+  ASSERT_EQ(rs.stages.size(), 3u);
+  EXPECT_DOUBLE_EQ(rs.stages[0].distill.norm_fade, 0.3);
+  EXPECT_DOUBLE_EQ(rs.stages[1].distill.norm_fade, 0.0);
+  EXPECT_DOUBLE_EQ(rs.stages[2].distill.norm_fade, 0.2);
+}
+
 TEST(DistillLayers, MultiTeacherSoftTargetsAreTheMeanDistribution) {
   // t1 = (ln 3, 0) -> (3/4, 1/4); t2 = (0, 0) -> (1/2, 1/2). Equal weights: (5/8, 3/8); weights 1:3: (9/16, 7/16).
   auto t1 = rows({{std::log(3.0f), 0}}), t2 = rows({{0, 0}});

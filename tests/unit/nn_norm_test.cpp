@@ -1,7 +1,8 @@
 // Normalisation choices: the invariances that define them (scaling a weight vector, scaling the
 // input), masked BatchNorm against torch's batch_norm on the real tokens only, NoNorm's affine
-// map, dense layers initialised from a plain one computing the same function, and a BERT student
-// of each kind that trains, saves and loads.
+// map, the LayerNorm share that hands LayerNorm over to another kind, dense layers initialised from
+// a plain one computing the same function, and a BERT student of each kind that trains, saves and
+// loads.
 #include "condense/nn/norm.h"
 
 #include <gtest/gtest.h>
@@ -118,6 +119,38 @@ TEST(Norm, NoNormIsAnElementwiseAffineMap) {
   EXPECT_LT(max_diff(n(torch::tensor({4.f, 5.f, 6.f}).view({1, 3})), torch::tensor({4.f, 9.f, 19.f}).view({1, 3})),
             1e-6);
   EXPECT_EQ(n->named_buffers().size(), 0u);
+}
+
+// The LayerNorm share (distillation's norm_fade): share 1 is LayerNorm with the kind's γ and β,
+// share s mixes the two normalised values before the affine map, 0 is the kind's own output.
+TEST(Norm, LayerNormShareMixesLayerNormIntoOtherKinds) {
+  torch::manual_seed(8);
+  auto x = torch::randn({2, 3, 6}) * 3 + 1;
+  for (auto kind : {NormKind::NoNorm, NormKind::BatchNorm}) {
+    nn::Norm n(kind, 6, 1e-12);
+    {
+      torch::NoGradGuard g;
+      n->weight.copy_(torch::rand({6}) + 0.5);
+      n->bias.copy_(torch::randn({6}));
+    }
+    n->eval();  // batchnorm: the running estimates, so that every call normalises alike
+    const auto own = n(x);
+    const auto ln = torch::layer_norm(x, {6}, n->weight, n->bias, 1e-12);
+    n->set_layernorm_share(1);
+    EXPECT_LT(max_diff(n(x), ln), 1e-5) << nn::to_string(kind);
+    n->set_layernorm_share(0.25);
+    EXPECT_DOUBLE_EQ(n->layernorm_share(), 0.25);
+    // Both outputs are γ ⊙ (normalised) + β, so the mix of the normalised values is the mix of the outputs.
+    EXPECT_LT(max_diff(n(x), 0.25 * ln + 0.75 * own), 1e-5) << nn::to_string(kind);
+    n->set_layernorm_share(0);
+    EXPECT_TRUE(torch::equal(n(x), own)) << nn::to_string(kind);
+    EXPECT_NE(error_of([&] { n->set_layernorm_share(1.5); }).find("LayerNorm share must be in [0,1]"),
+              std::string::npos);
+  }
+  nn::Norm ln(NormKind::LayerNorm, 6);
+  const auto before = ln(x);
+  ln->set_layernorm_share(0.5);  // LayerNorm is already all LayerNorm
+  EXPECT_TRUE(torch::equal(ln(x), before));
 }
 
 TEST(Norm, DenseCopiedFromAPlainLayerComputesTheSame) {

@@ -23,7 +23,7 @@ struct DistillArgs {
   std::optional<std::string> hidden_act;
   std::optional<std::string> init, loss, norm;
   std::vector<int64_t> init_layers;
-  std::optional<double> temperature, alpha, temperature_end, alpha_end;
+  std::optional<double> temperature, alpha, temperature_end, alpha_end, norm_fade;
   bool no_cache = false;
   std::optional<int64_t> teacher_cache_mb;
   std::vector<std::string> corpus;  ///< general distillation: text files, or "task" for the task's sentences
@@ -69,6 +69,7 @@ nlohmann::json describe(const distill::DistillOptions& o, int64_t student_layers
           {"layer_map", layer_map},
           {"layer_map_strategy", o.layer_map.strategy},
           {"progressive", o.progressive},
+          {"norm_fade", o.norm_fade},
           {"mlm_weight", o.mlm_weight},
           {"mlm_distill_weight", o.mlm_distill_weight},
           {"cache_teacher", o.cache_teacher}};
@@ -119,6 +120,10 @@ void run(DistillArgs a, const CLI::App& sub) {
                    "--corpus gives text without labels, so {} must set prediction_weight: 0 and list layer_losses "
                    "or masked-LM weights",
                    stages.size() == 1 ? std::string("the recipe") : "stage '" + st.name + "'");
+  }
+  if (a.norm_fade) {
+    stages.front().distill.norm_fade = *a.norm_fade;  // the first stage's steps only
+    stages.front().distill.validate();
   }
   const auto& first = stages.front().distill;
 
@@ -434,6 +439,9 @@ void add_distill(CLI::App& app) {
   sub->add_option("--temperature", a->temperature, "Softmax temperature for kl (default 2)");
   sub->add_option("--temperature-end", a->temperature_end, "Anneal the temperature linearly to this by the last step");
   sub->add_option("--alpha-end", a->alpha_end, "Move alpha linearly to this by the last step");
+  sub->add_option("--norm-fade", a->norm_fade,
+                  "Hand LayerNorm over to --norm gradually: its share falls from 1 to 0 over this fraction of the "
+                  "(first stage's) steps");
   sub->add_option("--alpha", a->alpha, "Weight of the soft loss; 1-alpha goes to the labels (default 0.5)");
   sub->add_option("--extra-teachers", a->extra_teachers,
                   "More fine-tuned teachers (same tokenizer): soft targets become the weighted mean of all")

@@ -130,6 +130,13 @@ struct DistillOptions {
   /// Memory the per-example layer outputs may take, in MiB (MRPC with TinyBERT's terms: ~3.4 GiB).
   /// Larger sets (augmented data, general distillation on a corpus) run the teacher on every batch.
   int64_t teacher_cache_mb = 6144;
+  /// Gradual hand-over from the teacher's LayerNorm to a student's other normalisation (nonorm,
+  /// batchnorm; the nonorm of weightnorm and cosinenorm): over the first norm_fade of the steps,
+  /// each of the student's norms outputs γ ⊙ (s · LN(x) + (1 − s) · N(x)) + β with s falling
+  /// linearly from 1 to 0 (NormImpl::set_layernorm_share), after Heimersheim 2024, who removes
+  /// GPT-2's LayerNorms by fine-tuning. Swapping them all at once makes a student started from
+  /// LayerNorm weights a different function (experiments/nonorm_fold_check.py). 0 = no fade.
+  double norm_fade = 0;
   train::TrainOptions train; ///< the optimisation loop
 
   DistillOptions& with_soft_loss(SoftLoss v) { soft_loss = v; return *this; }
@@ -150,6 +157,7 @@ struct DistillOptions {
   DistillOptions& with_layer_map(LayerMapOptions v) { layer_map = std::move(v); return *this; }
   DistillOptions& with_shared_projection(bool v) { shared_projection = v; return *this; }
   DistillOptions& with_progressive(bool v = true) { progressive = v; return *this; }
+  DistillOptions& with_norm_fade(double v) { norm_fade = v; return *this; }
   DistillOptions& with_mlm_weight(double v) { mlm_weight = v; return *this; }
   DistillOptions& with_mlm_distill_weight(double v) { mlm_distill_weight = v; return *this; }
   DistillOptions& with_mask_prob(double v) { mask_prob = v; return *this; }

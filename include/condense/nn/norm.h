@@ -42,11 +42,20 @@ class NormImpl : public torch::nn::Module {
   /// x: [..., width]; mask: [batch, seq] with 1 for tokens (batchnorm only; undefined = all real).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
   NormKind kind() const { return kind_; }
+  /// Share s of LayerNorm in the output of another kind: γ ⊙ (s · LN(x) + (1 − s) · N(x)) + β,
+  /// with N the kind's own normalisation (the identity for nonorm). 0 by default and ignored by
+  /// layernorm; distillation moves it from 1 to 0 to hand a teacher's LayerNorm over gradually
+  /// (DistillOptions::norm_fade). Training state only: never saved.
+  void set_layernorm_share(double share);
+  double layernorm_share() const { return layernorm_share_; }
   torch::Tensor weight, bias, running_mean, running_var;
 
  private:
+  /// N(x): batchnorm's standardisation (batch statistics in training), the identity otherwise.
+  torch::Tensor normalize(const torch::Tensor& x, const torch::Tensor& mask);
   NormKind kind_;
   double eps_, momentum_;
+  double layernorm_share_ = 0;
 };
 TORCH_MODULE(Norm);
 

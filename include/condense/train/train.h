@@ -80,6 +80,10 @@ struct TrainOptions {
   /// stay fp32. Pays on CPUs with AVX-512 BF16 or AMX; elsewhere bf16 is emulated and slower.
   bool bf16 = false;
   std::function<void(const Progress&)> on_progress;  ///< called after every step
+  /// Called before each step's forward pass with the step index and the run's total steps (also
+  /// on the first step after a resume): settings that follow the step, such as
+  /// DistillOptions::norm_fade's LayerNorm share.
+  std::function<void(int64_t step, int64_t total_steps)> before_step;
   /// Called after backward and clipping, before the optimizer step, with the step index: stages
   /// that read gradients (pruning importance, movement scores) accumulate them here.
   std::function<void(int64_t step)> after_backward;
