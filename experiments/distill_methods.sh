@@ -22,7 +22,7 @@ case "$TASK" in
   sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}"; T_EPOCHS=2; S_EPOCHS=2 ;;
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
-ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135
+ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
@@ -104,6 +104,8 @@ for seed in $SEEDS; do
       # classifier was fine-tuned on.
       kd-3-135)      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --init-layers 1,3,5 ;;
       tinybert-3-135) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-3x384.yaml --init-layers 1,3,5 ;;
+      # Between the two: the first two layers of kd-3 (0, 2) and the teacher's last layer (5).
+      kd-3-025)      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --init-layers 0,2,5 ;;
       # The same 4 x 312 shape inherited from the teacher (init teacher-slice: teacher layers
       # 0, 2, 3, 5 narrowed to their most important channels, heads' dimensions and neurons).
       tinybert-slice-4x312) run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init teacher-slice \

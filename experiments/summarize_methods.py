@@ -21,6 +21,7 @@ ROWS = [
     ("pkd-skip-4", "PKD-skip"), ("pkd-last-4", "PKD-last"),
     ("tinybert-3", "TinyBERT task distillation (teacher layers 0, 2, 4)"),
     ("kd-3-135", "Hinton KD, from teacher layers 1, 3, 5"),
+    ("kd-3-025", "Hinton KD, from teacher layers 0, 2, 5"),
     ("tinybert-3-135", "TinyBERT task distillation, from teacher layers 1, 3, 5"),
     ("nokd-4x312", "no KD, from scratch"), ("tinybert-4x312", "TinyBERT task distillation, no GD"),
     ("nokd-slice-4x312", "no KD, inherited from the teacher (teacher-slice)"),
