@@ -203,8 +203,16 @@ TEST(RuntimeEngine, ClearErrors) {
 TEST(RuntimeEngine, FlopsCountProductsAndAttention) {
   auto m = ct::tiny_bert(3, 2);  // hidden 32, FFN 64, 2 labels
   auto e = Engine::from_model(m, nullptr, {});
-  // per token per layer: 4·32² + 2·32·64 multiply-adds; attention 2·len²·32 per layer; pooler and classifier per sequence
-  const double per_token = 4.0 * 32 * 32 + 2.0 * 32 * 64;
-  const double want = 2 * (2 * 10 * per_token + 2 * 2 * 100.0 * 32) + 2 * (32.0 * 32 + 32 * 2);
+  // Per token and layer 3·32² multiply-adds up to attention (QKV) and 32² + 2·32·64 after it, in
+  // the last layer on the [CLS] row alone; attention 2·len²·32 per layer; pooler and classifier
+  // per sequence.
+  const double before = 3.0 * 32 * 32, after = 32.0 * 32 + 2.0 * 32 * 64, attention = 2 * 2 * 100.0 * 32;
+  const double want = 2 * 10 * (before + after) + attention + 2 * 10 * before + 2 * 1 * after + attention +
+                      2 * (32.0 * 32 + 32 * 2);
   EXPECT_DOUBLE_EQ(e.flops({10}), want);
+  // A per-call int8 range keeps every row (the range depends on them).
+  auto data = ct::tiny_sst2(8, 3);
+  auto qm = q::apply(m, q::QuantizeOptions().with_activations(q::Activations::Dynamic), &data);
+  auto ed = Engine::from_model(m, &qm, {});
+  EXPECT_DOUBLE_EQ(ed.flops({10}), 2 * (2 * 10 * (before + after) + attention) + 2 * (32.0 * 32 + 32 * 2));
 }

@@ -10,7 +10,9 @@
 ///
 /// Padding-free batches (the "packed" layout of TurboTransformers and FasterTransformer's
 /// "remove padding"): the sequences of a batch are concatenated, so products run over the real
-/// tokens only and attention runs per sequence.
+/// tokens only and attention runs per sequence. The pooler reads only each sequence's [CLS], so
+/// the last layer runs its products after attention on those rows alone (not where an int8 product
+/// takes its activation range per call, which depends on the rows it sees).
 
 #include <cstdint>
 #include <filesystem>
@@ -86,8 +88,9 @@ class Engine {
   std::string precision() const;
   /// The kernels used: our ISA level and oneDNN's implementation names of the products.
   std::string kernels() const;
-  /// Multiply-adds of one forward pass over the given sequence lengths (products and attention),
-  /// for comparing with the machine's peak.
+  /// Floating-point operations (2 per multiply-add) of one forward pass over the given sequence
+  /// lengths, products and attention, as the engine runs it: the last layer's products after
+  /// attention on [CLS] rows only where it does that. For comparing with the machine's peak.
   double flops(const std::vector<int64_t>& lengths) const;
   /// With EngineOptions::profile: mean milliseconds per forward pass spent in each stage
   /// (embeddings, input conversion, each product, attention, LayerNorm, head), in order.
