@@ -14,7 +14,7 @@ from summarize import ms, one_class, seeds_cell  # one-answer MRPC models; mean 
 ROWS = [
     ("teacher", "teacher: all-MiniLM-L6-v2 fine-tuned"),
     ("nokd-3", "no KD (labels only)"), ("kd-3", "Hinton KD (T=2, α=0.5)"),
-    ("kd-3-e3", "Hinton KD, 3 epochs on both tasks (SST-2 rows: 2)"),
+    ("kd-3-e3", "Hinton KD, 3 epochs on SST-2 too (on MRPC the row above)"),
     ("distilbert-3", "DistilBERT (KD + cosine on last hidden)"),
     ("pkd-skip-3", "PKD-skip"), ("pkd-last-3", "PKD-last"),
     ("nokd-4", "no KD (labels only)"), ("kd-4", "Hinton KD (T=2, α=0.5)"),
