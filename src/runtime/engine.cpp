@@ -588,7 +588,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
     ws.tick(kAttention);
     // The rows the rest of the layer runs on: every token, or in the last layer only each
     // sequence's [CLS] (cls_rows_suffice), which saves that layer's output and FFN products on
-    // all other tokens: a quarter of a 3-layer model's products at batch 1 and any length.
+    // all other tokens: about a quarter of a 3-layer model's products, at any batch and length.
     int64_t m = t;
     const float* c = ctx;
     float* xr = x;

@@ -584,10 +584,11 @@ TEST(Cli, NormStudentRunsButDoesNotExport) {
   FIXTURE(f);
   const auto student = f.work / "bn";
   auto r = run(f.work, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
-                        "--norm", "batchnorm", "--train-limit", "32", "--epochs", "1", "--batch-size", "16",
-                        "--out", student.string(), "--quiet", "--threads", "1"});
+                        "--norm", "batchnorm", "--norm-fade", "0.5", "--train-limit", "32", "--epochs", "1",
+                        "--batch-size", "16", "--out", student.string(), "--quiet", "--threads", "1"});
   ASSERT_EQ(r.exit_code, 0) << show(r);
   EXPECT_EQ(metrics_of(student)["norm"], "batchnorm");
+  EXPECT_EQ(metrics_of(student)["distill"]["norm_fade"], 0.5);
   auto ev = run(f.work, {"eval", "--model", student.string(), "--data", f.data.string(), "--threads", "1"});
   EXPECT_EQ(ev.exit_code, 0) << show(ev);
   const auto out = f.work / "hf";
@@ -596,6 +597,12 @@ TEST(Cli, NormStudentRunsButDoesNotExport) {
   expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--norm", "groupnorm",
                             "--out", out.string(), "--quiet"},
                         out, {"unknown normalisation 'groupnorm'"});
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--norm-fade", "0.5",
+                            "--out", out.string(), "--quiet"},
+                        out, {"--norm-fade", "needs --norm batchnorm"});
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--norm", "nonorm",
+                            "--norm-fade", "2", "--out", out.string(), "--quiet"},
+                        out, {"'norm_fade' must be in [0,1]"});
 }
 
 TEST(Cli, MultiTeacherDistillation) {

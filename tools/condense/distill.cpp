@@ -122,6 +122,9 @@ void run(DistillArgs a, const CLI::App& sub) {
                    stages.size() == 1 ? std::string("the recipe") : "stage '" + st.name + "'");
   }
   if (a.norm_fade) {
+    CONDENSE_CHECK(r.student.norm != nn::NormKind::LayerNorm && !text_student,
+                   "--norm-fade hands LayerNorm over to another normalisation: it needs --norm batchnorm, nonorm, "
+                   "weightnorm or cosinenorm on a BERT student");
     stages.front().distill.norm_fade = *a.norm_fade;  // the first stage's steps only
     stages.front().distill.validate();
   }
