@@ -545,6 +545,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
     }
   });
   ws.tick(kEmbed);
+  bool cls_ready = false;  // the last layer ran on the [CLS] rows and left them in ws.cls
   for (std::size_t li = 0; li < layers.size(); ++li) {
     const auto& L = layers[li];
     const int64_t inner = L.inner;
@@ -602,6 +603,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
       m = nb;
       c = c1;
       xr = x1;
+      cls_ready = true;
     }
     float* tmp = grow(ws.tmp, m * h);
     L.attn_out->run(c, m, tmp, ws);
@@ -622,7 +624,7 @@ void Engine::Impl::run(const TokenBatch& b, float* logits) const {
   }
   // Pooler on each sequence's first token ([CLS]), tanh, then the classifier.
   float* cls = grow(ws.cls, nb * h);
-  if (layers.empty() || !layers.back().cls_rows_suffice()) {  // else the last layer left them there
+  if (!cls_ready) {
     for (int64_t s = 0; s < nb; ++s) std::memcpy(cls + s * h, x + b.offsets[s] * h, h * sizeof(float));
   }
   float* pooled = grow(ws.pooled, nb * h);
