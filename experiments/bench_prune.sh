@@ -5,7 +5,8 @@
 # in this one command, so the ratios compare like with like. Run on a quiet machine.
 # Usage: bash experiments/bench_prune.sh OUT_DIR [ROWS...]   (the sweep's OUT_DIR; default: all rows)
 # Writes experiments/results/prune/bench/<model>/<row>.json. Env: CONDENSE_THREADS (default 2),
-# CONDENSE_PMODELS (default "teacher kd-3").
+# CONDENSE_PMODELS (default "teacher kd-3"), CONDENSE_BENCH_TASK (whose models, default sst2). Each
+# model's folder gets a source.json naming the commit, task and seed it was measured with.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
 cd "$ROOT"
@@ -14,7 +15,8 @@ shift
 THREADS="${CONDENSE_THREADS:-2}"
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/prune/bench"
 for model in ${CONDENSE_PMODELS:-teacher kd-3}; do
-  d="$OUT/sst2/seed${CONDENSE_BENCH_SEED:-1}"
+  task="${CONDENSE_BENCH_TASK:-sst2}" seed="${CONDENSE_BENCH_SEED:-1}"
+  d="$OUT/$task/seed$seed"
   mkdir -p "$KEEP/$model"
   dirs=("$d/$model")
   if [ $# -gt 0 ]; then for r in "$@"; do dirs+=("$d/$model-p/$r"); done; else dirs+=("$d/$model-p"/*/); fi
@@ -26,5 +28,6 @@ for model in ${CONDENSE_PMODELS:-teacher kd-3}; do
       > "$KEEP/$model/$row.json.tmp"
     mv "$KEEP/$model/$row.json.tmp" "$KEEP/$model/$row.json"
   done
+  printf '{"commit": "%s", "task": "%s", "seed": %s}\n' "$(git -C "$ROOT" rev-parse --short=12 HEAD)" "$task" "$seed" \
+    > "$KEEP/$model/source.json"
 done
-git -C "$ROOT" rev-parse --short=12 HEAD > "$KEEP/commit"

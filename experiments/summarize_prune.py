@@ -126,23 +126,31 @@ def main(results):
               "that answer is \"paraphrase\", the F1 of the majority class; 0 when it is \"no\").")
     print(f"\ncommits: {', '.join(sorted(commits)) or '–'}")
     bench = results / "prune" / "bench"
+    TASK_NAMES = {"sst2": "SST-2", "mrpc": "MRPC"}
     if bench.exists():
-        commit = (bench / "commit").read_text().strip() if (bench / "commit").exists() else "?"
-        print(f"\n#### Latency (experiments/bench_prune.sh, commit {commit}; p50 ms at sequence 128, 2 threads)\n")
+        # Each model's rows were measured in one command; source.json says with which commit and
+        # whose models (latency depends on the shapes, so any task's or seed's models serve).
+        old_commit = (bench / "commit").read_text().strip() if (bench / "commit").exists() else "?"
+        print("\n#### Latency (experiments/bench_prune.sh; p50 ms at sequence 128, 2 threads)\n")
         print("| model | row | parameters | p50 b1 | p50 b32 | speedup b1 | speedup b32 |")
         print("|---|---|---:|---:|---:|---:|---:|")
+        sources = []
         for model, _ in MODELS:
             base = load(bench / model / "unpruned.json")
             if base is None:
                 continue
+            src = load(bench / model / "source.json") or {"commit": old_commit, "task": "sst2", "seed": 1}
+            sources.append(f"{model}: commit {src['commit']}, the {TASK_NAMES.get(src['task'], src['task'])} seed-{src['seed']} models")
             ref = {r["batch"]: r["p50_ms"] for r in base}
             for f in sorted((bench / model).glob("*.json"), key=lambda f: (f.stem != "unpruned", f.stem)):
+                if f.stem == "source":
+                    continue
                 rows = {r["batch"]: r["p50_ms"] for r in load(f)}
-                m = load(results / "prune" / "sst2" / "seed1" / model / f"{f.stem}.json")
+                m = load(results / "prune" / src["task"] / f"seed{src['seed']}" / model / f"{f.stem}.json")
                 params = f"{m['params_after'] / 1e6:.1f} M" if m else "–"
                 print(f"| {model} | {f.stem} | {params} | {rows[1]:.1f} | {rows[32]:.1f} | {ref[1] / rows[1]:.2f}x | "
                       f"{ref[32] / rows[32]:.2f}x |")
-
+        print("\n" + "; ".join(sources) + ".")
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results")
