@@ -22,7 +22,7 @@ case "$TASK" in
   sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}"; T_EPOCHS=2; S_EPOCHS=2 ;;
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
-ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug
+ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug kd-3-search
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
@@ -84,6 +84,9 @@ for seed in $SEEDS; do
       # replaced by teacher-embedding neighbours; the teacher labels them once, cached): the same
       # epochs over 5x the examples.
       kd-3-aug)      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --augment 4 ;;
+      # kd-3 with its start (teacher layers 0, 2, 4 or 1, 3, 5) chosen on 10 % of the training set
+      # held out from two trial runs, then distilled on all of it.
+      kd-3-search)   run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer-search.yaml --epochs "$S_EPOCHS" ;;
       # Mixed-precision training (bf16 autocast) against the fp32 rows teacher and kd-3: same
       # commands plus --bf16 (kd-3-bf16 distils from the fp32 teacher, like kd-3).
       teacher-bf16)  run "$d/$row" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" \

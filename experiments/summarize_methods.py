@@ -22,6 +22,7 @@ ROWS = [
     ("tinybert-3", "TinyBERT task distillation (teacher layers 0, 2, 4)"),
     ("kd-3-135", "Hinton KD, from teacher layers 1, 3, 5"),
     ("kd-3-025", "Hinton KD, from teacher layers 0, 2, 5"),
+    ("kd-3-search", "Hinton KD, start (teacher layers 0, 2, 4 or 1, 3, 5) chosen on held-out training examples"),
     ("kd-3-aug", "Hinton KD over TinyBERT's augmented transfer set (4 variants per example)"),
     ("tinybert-3-135", "TinyBERT task distillation, from teacher layers 1, 3, 5"),
     ("nokd-4x312", "no KD, from scratch"), ("tinybert-4x312", "TinyBERT task distillation, no GD"),

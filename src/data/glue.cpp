@@ -325,6 +325,26 @@ Dataset read_text_corpus(Task task, const std::filesystem::path& txt, std::size_
   return d;
 }
 
+std::pair<Dataset, Dataset> split_held_out(const Dataset& d, double fraction, uint64_t seed) {
+  CONDENSE_CHECK(fraction > 0 && fraction < 1, "{}: held-out fraction must be in (0, 1), found {}", d.source.string(),
+                 fraction);
+  const std::size_t n = d.examples.size();
+  CONDENSE_CHECK(n >= 2, "{}: {} example(s) cannot be split into a training and a held-out part", d.source.string(), n);
+  const auto held = std::clamp<std::size_t>(static_cast<std::size_t>(std::llround(fraction * static_cast<double>(n))),
+                                            1, n - 1);
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::mt19937_64 rng(seed);
+  shuffle_in_place(order, rng);
+  std::vector<bool> is_held(n, false);
+  for (std::size_t i = 0; i < held; ++i) is_held[order[i]] = true;
+  std::pair<Dataset, Dataset> out{Dataset{d.task, d.source, {}}, Dataset{d.task, d.source, {}}};
+  out.first.examples.reserve(n - held);
+  out.second.examples.reserve(held);
+  for (std::size_t i = 0; i < n; ++i) (is_held[i] ? out.second : out.first).examples.push_back(d.examples[i]);
+  return out;
+}
+
 Dataset take_subset(const Dataset& d, std::size_t n, uint64_t seed) {
   CONDENSE_CHECK(n > 0, "{}: subset size must be positive", d.source.string());
   if (n >= d.examples.size()) return d;

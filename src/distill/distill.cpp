@@ -557,6 +557,54 @@ nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOption
   return student;
 }
 
+void InitSearchOptions::validate(const StudentOptions& s, int64_t teacher_layers) const {
+  CONDENSE_CHECK(held_out > 0 && held_out < 1, "init search option 'held_out' must be in (0, 1), found {}", held_out);
+  CONDENSE_CHECK(candidates.size() >= 2, "init search needs two candidates or more, found {}", candidates.size());
+  CONDENSE_CHECK(s.arch == "bert" && (s.init == "teacher" || s.init == "teacher-slice"),
+                 "init search chooses teacher layers to copy: it needs a BERT student with init teacher or "
+                 "teacher-slice, not {} with init {}",
+                 s.arch, s.init);
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    StudentOptions c = s;
+    c.init_layers = candidates[i];
+    try {
+      resolve_init_layers(c, teacher_layers);
+    } catch (const Error& e) {
+      fail("init search candidate {}: {}", i + 1, e.what());
+    }
+  }
+}
+
+InitSearchResult search_init_layers(nn::BertClassifier& teacher, const StudentOptions& s,
+                                    const InitSearchOptions& search, const train::EncodedDataset& fit,
+                                    const train::EncodedDataset& held, const data::Dataset& held_gold,
+                                    const DistillOptions& given) {
+  search.validate(s, teacher->config().num_hidden_layers);
+  // The candidates' runs are scratch work: nothing saved, nothing resumed, no interruption.
+  DistillOptions o = given;
+  o.train.save_every = 0;
+  o.train.resume = false;
+  o.train.stop_after = -1;
+  o.train.state_dir.clear();
+  torch::Tensor logits;
+  if (o.cache_teacher && o.uses_soft_targets() && o.layer_losses.empty()) logits = train::predict_logits(teacher, fit);
+  InitSearchResult r;
+  double best = 0;
+  for (const auto& c : search.candidates) {
+    StudentOptions cs = s;
+    cs.init_layers = c;
+    auto student = make_student(teacher, cs, o.train.seed);
+    distill(student, teacher, fit, o, logits);
+    const double score = train::evaluate(student, held, held_gold).metrics.at("main");
+    if (r.scores.empty() || score > best) {
+      best = score;
+      r.chosen = c;
+    }
+    r.scores.push_back(score);
+  }
+  return r;
+}
+
 void transfer_vocabulary(nn::BertClassifier& student, const text::WordPieceTokenizer& stok, nn::BertClassifier& teacher,
                          const text::WordPieceTokenizer& ttok) {
   auto& to = student->bert->embeddings->word_embeddings->weight;

@@ -323,7 +323,15 @@ Recipe load_recipe(const std::filesystem::path& path) {
     r.only_keys(s, "student",
                 {"arch", "layers", "hidden_size", "num_attention_heads", "intermediate_size", "init", "init_layers", "norm",
                  "embedding_dim", "mlp_size", "kernel_sizes", "dropout", "bottleneck_size", "num_ffn", "hidden_act",
-                 "vocab"});
+                 "vocab", "init_search"});
+    if (auto is = s["init_search"]) {
+      r.only_keys(is, "student.init_search", {"candidates", "held_out"});
+      r.get(is, "student.init_search", "candidates", out.init_search.candidates);
+      r.get(is, "student.init_search", "held_out", out.init_search.held_out);
+      CONDENSE_CHECK(out.init_search.candidates.size() >= 2,
+                     "{}: field 'student.init_search.candidates' needs two lists of teacher layers or more",
+                     path.string());
+    }
     if (s["vocab"]) {
       // A number (learn that many pieces from the training text) or a vocab.txt path.
       r.get(s, "student", "vocab", out.student_vocab);

@@ -605,6 +605,53 @@ TEST(Cli, NormStudentRunsButDoesNotExport) {
                         out, {"'norm_fade' must be in [0,1]"});
 }
 
+// --init-search: the start chosen on held-out training rows and every candidate's score go into
+// metrics.json; a run that is resumed reads the choice back from its training state.
+TEST(Cli, DistillInitSearch) {
+  FIXTURE(f);
+  const auto student = f.work / "searched";
+  const std::vector<std::string> args{"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers",
+                                      "1", "--init-search", "0;1", "--held-out", "0.25", "--train-limit", "32",
+                                      "--epochs", "1", "--batch-size", "16", "--quiet", "--threads", "1"};
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = args;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto r = run(f.work, with({"--out", student.string()}));
+  ASSERT_EQ(r.exit_code, 0) << show(r);
+  auto d = metrics_of(student)["distill"];
+  EXPECT_EQ(d["init_search"]["candidates"], json::array({json::array({0}), json::array({1})}));
+  EXPECT_EQ(d["init_search"]["held_out_examples"], 8);
+  ASSERT_EQ(d["init_search"]["scores"].size(), 2u);
+  EXPECT_EQ(d["init_layers"], d["init_search"]["chosen"]);
+  EXPECT_EQ(metrics_of(student)["train_examples"], 32);  // the full run trains on every example
+
+  // Interrupted after its search and first step, then resumed: the saved choice is used.
+  const auto resumed = f.work / "resumed";
+  auto first = run(f.work, with({"--out", resumed.string(), "--save-every", "1", "--stop-after", "1"}));
+  ASSERT_EQ(first.exit_code, 0) << show(first);
+  const auto saved = fs::path(resumed.string() + ".state") / "init_search.json";
+  ASSERT_TRUE(fs::exists(saved));
+  auto choice = json::parse(slurp(saved));
+  choice["chosen"] = json::array({1 - choice["chosen"][0].get<int>()});  // the other one, to see it is read
+  spit(saved, choice.dump());
+  auto second = run(f.work, with({"--out", resumed.string(), "--resume"}));
+  ASSERT_EQ(second.exit_code, 0) << show(second);
+  EXPECT_EQ(metrics_of(resumed)["distill"]["init_layers"], choice["chosen"]);
+
+  const auto bad = f.work / "bad";
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                            "--init-search", "0;x", "--out", bad.string(), "--quiet"},
+                        bad, {"--init-search '0;x'", "'x' is not a layer number"});
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                            "--init-search", "0;0,1", "--out", bad.string(), "--quiet"},
+                        bad, {"init search candidate 2", "lists 2 layers but the student has 1"});
+  expect_one_line_error(f, {"distill", "--teacher", f.model.string(), "--data", f.data.string(), "--layers", "1",
+                            "--init-search", "0;1", "--augment", "1", "--out", bad.string(), "--quiet"},
+                        bad, {"student.init_search distils once per candidate"});
+}
+
 TEST(Cli, MultiTeacherDistillation) {
   FIXTURE(f);
   const auto second = model_copy(f, "second");

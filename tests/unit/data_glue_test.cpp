@@ -22,6 +22,7 @@ using condense::data::Dataset;
 using condense::data::parse_task;
 using condense::data::read_glue;
 using condense::data::read_glue_split;
+using condense::data::split_held_out;
 using condense::data::take_subset;
 using condense::data::Task;
 using condense::data::task_info;
@@ -425,6 +426,31 @@ TEST(Glue, SubsetIsDeterministicForASeed) {
   // A smaller subset is a prefix of a larger one with the same seed.
   auto small = texts(take_subset(d, 10, 42));
   EXPECT_TRUE(std::equal(small.begin(), small.end(), t.begin()));
+}
+
+TEST(Glue, HeldOutSplitIsDisjointCompleteAndSeeded) {
+  Dataset d = numbered(1000);
+  auto [rest, held] = split_held_out(d, 0.1, 42);
+  ASSERT_EQ(held.examples.size(), 100u);
+  ASSERT_EQ(rest.examples.size(), 900u);
+  EXPECT_EQ(held.task, d.task);
+  EXPECT_EQ(rest.source, d.source);
+  // Together they are the dataset, each example once, both in the file's order.
+  auto r = texts(rest), h = texts(held);
+  std::set<std::string> all(r.begin(), r.end());
+  for (const auto& t : h) EXPECT_TRUE(all.insert(t).second) << t << " on both sides";
+  EXPECT_EQ(all.size(), 1000u);
+  auto index = [](const std::string& t) { return std::stoi(t); };
+  EXPECT_TRUE(std::is_sorted(h.begin(), h.end(), [&](auto& a, auto& b) { return index(a) < index(b); }));
+  EXPECT_TRUE(std::is_sorted(r.begin(), r.end(), [&](auto& a, auto& b) { return index(a) < index(b); }));
+  EXPECT_EQ(texts(split_held_out(d, 0.1, 42).second), h);
+  EXPECT_NE(texts(split_held_out(d, 0.1, 43).second), h);
+  // At least one example on each side; a fraction outside (0, 1) or a single example is an error.
+  EXPECT_EQ(split_held_out(numbered(3), 0.01, 1).second.examples.size(), 1u);
+  EXPECT_EQ(split_held_out(numbered(3), 0.99, 1).first.examples.size(), 1u);
+  EXPECT_NE(error_of([&] { split_held_out(d, 0.0, 1); }).find("held-out fraction"), std::string::npos);
+  EXPECT_NE(error_of([&] { split_held_out(d, 1.0, 1); }).find("held-out fraction"), std::string::npos);
+  EXPECT_NE(error_of([&] { split_held_out(numbered(1), 0.5, 1); }).find("cannot be split"), std::string::npos);
 }
 
 TEST(Glue, SubsetPinnedOrder) {

@@ -423,6 +423,11 @@ TEST(Distill, RecipeLoadsEveryKey) {
   EXPECT_EQ(partial.max_length, 128);
   auto empty = pipeline::load_recipe(write(dir, "empty.yaml", ""));
   EXPECT_EQ(empty.student.layers, 3);
+  EXPECT_TRUE(empty.init_search.candidates.empty());
+  auto search = pipeline::load_recipe(
+      write(dir, "search.yaml", "student: {init_search: {candidates: [[0, 2, 4], [1, 3, 5]], held_out: 0.2}}\n"));
+  EXPECT_EQ(search.init_search.candidates, (std::vector<std::vector<int64_t>>{{0, 2, 4}, {1, 3, 5}}));
+  EXPECT_DOUBLE_EQ(search.init_search.held_out, 0.2);
 }
 
 TEST(Distill, RecipeErrorsNameFileAndKey) {
@@ -452,6 +457,10 @@ TEST(Distill, RecipeErrorsNameFileAndKey) {
   check("augment_key.yaml", "augment: {per_sentence: 3}\n", {"unknown key 'augment.per_sentence'"});
   check("weight_end.yaml", "distill: {layer_losses: [{loss: hidden_mse, weight_end: -1}]}\n", {"weight_end"});
   check("mask.yaml", "distill: {mlm_weight: 1, mask_prob: 1.5}\n", {"'mask_prob'"});
+  check("search_key.yaml", "student: {init_search: {candidate: [[0]]}}\n", {"unknown key 'student.init_search.candidate'"});
+  check("search_one.yaml", "student: {init_search: {candidates: [[0, 2, 4]]}}\n",
+        {"'student.init_search.candidates'", "two lists"});
+  check("search_type.yaml", "student: {init_search: {candidates: [0, 2, 4]}}\n", {"'student.init_search.candidates'"});
   auto missing = dir / "missing.yaml";
   EXPECT_HAS(error_of([&] { pipeline::load_recipe(missing); }), missing.string() + ": recipe file not found");
 }
@@ -527,6 +536,51 @@ TEST(Distill, TinyEndToEndStudentMovesTowardTheTeacher) {
   const double diff = (student3->classifier->weight - student->classifier->weight).abs().max().item<double>();
   std::cerr << "uncached vs cached teacher: max classifier weight diff " << diff << "\n";
   EXPECT_LT(diff, 1e-4);
+}
+
+// The init search distils one student per candidate on the fitting part and scores it on the
+// held-out part: each score must be what that candidate's own run gives (training is
+// deterministic for a seed), and the choice the best of them.
+TEST(Distill, InitSearchScoresEachCandidateOnHeldOutExamples) {
+  std::vector<std::string> vocab{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "."};
+  condense::text::WordPieceTokenizer tok(vocab, condense::text::TokenizerOptions());
+  data::Dataset d{data::Task::SST2, "toy.tsv", {}};
+  std::mt19937 rng(3);
+  for (int i = 0; i < 80; ++i) {
+    std::string t;
+    for (int k = 0; k < 4; ++k) t += std::string(k ? " " : "") + vocab[5 + rng() % 5];
+    d.examples.push_back({t, std::nullopt, static_cast<int64_t>(t.rfind("good", 0) == 0), 0});
+  }
+  auto [fit, held] = data::split_held_out(d, 0.25, 1);
+  ASSERT_EQ(held.examples.size(), 20u);
+  auto enc_fit = train::encode(fit, tok, 16);
+  auto enc_held = train::encode(held, tok, 16);
+  auto teacher = tiny_model(3, 5, tok.vocab_size());
+  train::finetune(teacher, enc_fit, TrainOptions().with_epochs(3).with_batch_size(8).with_learning_rate(3e-3).with_seed(1));
+
+  const auto s = StudentOptions().with_layers(2);
+  auto o = DistillOptions().with_train(TrainOptions().with_epochs(2).with_batch_size(8).with_learning_rate(1e-3).with_seed(4));
+  const auto search = distill::InitSearchOptions().with_candidates({{0, 1}, {1, 2}, {0, 2}});
+  const auto r = distill::search_init_layers(teacher, s, search, enc_fit, enc_held, held, o);
+  ASSERT_EQ(r.scores.size(), 3u);
+  const auto best = std::max_element(r.scores.begin(), r.scores.end()) - r.scores.begin();
+  EXPECT_EQ(r.chosen, search.candidates[static_cast<std::size_t>(best)]);
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto student = distill::make_student(teacher, StudentOptions(s).with_init_layers(search.candidates[i]), o.train.seed);
+    distill::distill(student, teacher, enc_fit, o);
+    EXPECT_DOUBLE_EQ(train::evaluate(student, enc_held, held).metrics.at("main"), r.scores[i]) << "candidate " << i;
+  }
+  std::cerr << "held-out accuracy per candidate: " << r.scores[0] << " " << r.scores[1] << " " << r.scores[2] << "\n";
+
+  // Candidates that do not fit, and options out of range, name what is wrong.
+  auto err = [&](const distill::InitSearchOptions& so, const StudentOptions& so_student = StudentOptions().with_layers(2)) {
+    return error_of([&] { distill::search_init_layers(teacher, so_student, so, enc_fit, enc_held, held, o); });
+  };
+  EXPECT_HAS(err(distill::InitSearchOptions().with_candidates({{0, 1}, {0, 1, 2}})), "init search candidate 2");
+  EXPECT_HAS(err(distill::InitSearchOptions().with_candidates({{0, 1}, {0, 7}})), "teacher layer 7 does not exist");
+  EXPECT_HAS(err(distill::InitSearchOptions().with_candidates({{0, 1}})), "two candidates");
+  EXPECT_HAS(err(distill::InitSearchOptions(search).with_held_out(1.0)), "'held_out'");
+  EXPECT_HAS(err(search, StudentOptions().with_layers(2).with_init("scratch")), "init teacher");
 }
 
 // ---------------------------------------------------------------------------------------------

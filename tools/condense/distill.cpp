@@ -1,5 +1,6 @@
 // condense distill: distil a fine-tuned teacher into a smaller student.
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <memory>
 
@@ -33,7 +34,34 @@ struct DistillArgs {
   std::optional<std::string> augment_method, arch;
   std::string student_vocab;  ///< N: learn an N-piece vocabulary from the training text; else a vocab.txt
   std::vector<double> teacher_weights;
+  std::string init_search;  ///< "0,2,4;1,3,5": candidates for student.init_search
+  std::optional<double> held_out;
 };
+
+// "0,2,4;1,3,5" -> {{0, 2, 4}, {1, 3, 5}}.
+std::vector<std::vector<int64_t>> parse_candidates(const std::string& text) {
+  std::vector<std::vector<int64_t>> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const auto end = std::min(text.find(';', start), text.size());
+    std::vector<int64_t> layers;
+    std::size_t p = start;
+    while (p < end) {
+      const auto comma = std::min(text.find(',', p), end);
+      const auto piece = text.substr(p, comma - p);
+      int64_t v = 0;
+      const auto [ptr, ec] = std::from_chars(piece.data(), piece.data() + piece.size(), v);
+      CONDENSE_CHECK(ec == std::errc() && ptr == piece.data() + piece.size() && !piece.empty(),
+                     "--init-search '{}': '{}' is not a layer number (expected e.g. 0,2,4;1,3,5)", text, piece);
+      layers.push_back(v);
+      p = comma + 1;
+    }
+    CONDENSE_CHECK(!layers.empty(), "--init-search '{}': an empty candidate (expected e.g. 0,2,4;1,3,5)", text);
+    out.push_back(std::move(layers));
+    start = end + 1;
+  }
+  return out;
+}
 
 // General distillation reads unlabelled text: passages of each file, and the task's training
 // sentences (labels ignored) where the list says "task".
@@ -93,6 +121,8 @@ void run(DistillArgs a, const CLI::App& sub) {
   if (!a.init_layers.empty()) r.student.init_layers = a.init_layers;
   if (a.norm) r.student.norm = nn::parse_norm(*a.norm);
   if (a.arch) r.student.arch = *a.arch;
+  if (!a.init_search.empty()) r.init_search.candidates = parse_candidates(a.init_search);
+  if (a.held_out) r.init_search.held_out = *a.held_out;
   auto& aug = r.augment;
   if (a.augment) aug.per_example = *a.augment;
   if (a.augment_method) aug.method = *a.augment_method;
@@ -175,6 +205,41 @@ void run(DistillArgs a, const CLI::App& sub) {
                  "{}: 'dualtrain' mixes the teacher's and the student's vocabularies, so it needs a student vocabulary "
                  "(student.vocab or --student-vocab) and a single stage",
                  a.recipe);
+  // student.init_search: init_layers chosen on held-out training examples (distill.h). The choice
+  // is kept with the training state, so a resumed run does not search again.
+  nlohmann::json init_search;
+  if (!r.init_search.candidates.empty()) {
+    CONDENSE_CHECK(!text_student && !general && !student_tok && !r.dualtrain && stages.size() == 1 &&
+                       aug.per_example == 0 && a.extra_teachers.empty(),
+                   "{}: student.init_search distils once per candidate on part of the training set, so it needs a "
+                   "single-stage recipe for a BERT student without augment, dualtrain, a student vocabulary, "
+                   "--extra-teachers or --corpus",
+                   a.recipe.empty() ? std::string("--init-search") : a.recipe);
+    r.init_search.validate(r.student, teacher->config().num_hidden_layers);
+    const auto saved = state_root / "init_search.json";
+    if (a.train.resume && std::filesystem::exists(saved)) {
+      init_search = nlohmann::json::parse(read_file(saved));
+    } else {
+      auto [fit, held] = data::split_held_out(train_set, r.init_search.held_out, first.train.seed);
+      auto o = first;
+      o.train.on_progress = progress_bar("init search", a.train.quiet);
+      if (r.student.init == "teacher-slice" && r.student.hidden_size) {
+        o.projection_channels = distill::inherited_hidden_channels(teacher, *r.student.hidden_size);
+      }
+      const auto res = distill::search_init_layers(teacher, r.student, r.init_search,
+                                                   train::encode(fit, tokenizer, r.max_length),
+                                                   train::encode(held, tokenizer, r.max_length), held, o);
+      init_search = {{"candidates", r.init_search.candidates}, {"held_out", r.init_search.held_out},
+                     {"held_out_examples", held.examples.size()}, {"scores", res.scores}, {"chosen", res.chosen}};
+      std::filesystem::create_directories(state_root);
+      write_file_atomic(saved, init_search.dump(2) + "\n");
+    }
+    r.student.init_layers = init_search.at("chosen").get<std::vector<int64_t>>();
+    if (!a.train.quiet) {
+      fmt::print(stderr, "init search: held-out {} {} -> teacher layers {}\n", info.main_metric,
+                 init_search.at("scores").dump(), init_search.at("chosen").dump());
+    }
+  }
   // One of the two holds the student: a smaller BERT, or a BiLSTM/CNN (cross-architecture).
   nn::BertClassifier student{nullptr};
   nn::TextNetClassifier text{nullptr};
@@ -369,6 +434,7 @@ void run(DistillArgs a, const CLI::App& sub) {
   summary["distill"] = describe(last, student_layers, teacher);
   summary["distill"]["teacher_cache_seconds"] = cache_seconds;
   summary["distill"]["init"] = r.student.init;
+  if (!init_search.is_null()) summary["distill"]["init_search"] = init_search;
   if (stages.size() > 1) summary["stages"] = stage_log;
   if (text_student) {
     nn::save_textnet(text, a.out, a.teacher, {{"metrics.json", summary.dump(2) + "\n"}});
@@ -436,6 +502,10 @@ void add_distill(CLI::App& app) {
   sub->add_option("--init", a->init, "teacher (copy layers), teacher-slice (copy layers narrowed to the student's widths), scratch, or a model folder to start from (default teacher)");
   sub->add_option("--init-layers", a->init_layers, "Teacher layers to copy, e.g. 0,2,4 (default every k-th)")
       ->delimiter(',');
+  sub->add_option("--init-search", a->init_search,
+                  "Choose --init-layers among candidates, e.g. 0,2,4;1,3,5: each is distilled on part of the training "
+                  "set and scored on the rest (see --held-out), then the run starts from the best");
+  sub->add_option("--held-out", a->held_out, "Share of the training examples --init-search scores on (default 0.1)");
   sub->add_option("--arch", a->arch, "Student architecture: bert (default), bilstm or cnn (cross-architecture)");
   sub->add_option("--norm", a->norm, "Student normalisation: layernorm, batchnorm, nonorm, weightnorm, cosinenorm");
   sub->add_option("--loss", a->loss, "kl (Hinton soft targets) or mse (logit MSE) (default kl)");

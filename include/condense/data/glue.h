@@ -20,6 +20,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace condense::data {
@@ -101,6 +102,12 @@ Dataset read_text_corpus(Task task, const std::filesystem::path& txt, std::size_
 /// The first n examples of `d` after a seeded shuffle, in shuffled order; deterministic across
 /// standard libraries. n >= size returns all examples in their original order. n == 0 is an Error.
 Dataset take_subset(const Dataset& d, std::size_t n, uint64_t seed);
+
+/// Splits `d` by a seeded shuffle into (rest, held out): round(fraction · size) examples held out,
+/// at least one of each side; both keep the file's order. For choices made on training data
+/// (distill::search_init_layers) so that the dev set stays unseen. Throws unless 0 < fraction < 1
+/// and `d` has two examples or more.
+std::pair<Dataset, Dataset> split_held_out(const Dataset& d, double fraction, uint64_t seed);
 
 /// Splits example indices 0..lengths.size()-1 into batches of at most batch_size whose lengths
 /// are similar, so padding to the longest member wastes little compute.

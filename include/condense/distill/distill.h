@@ -348,6 +348,33 @@ std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int6
 /// Builds the student; throws naming the field when the shape or layer map is invalid.
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed);
 
+/// Which teacher layers a student starts from, chosen by trying them. Which start is best depends
+/// on the task (in docs/RESULTS.md teacher layers 0, 2, 4 win on MRPC and 1, 3, 5 on SST-2), and
+/// choosing on the dev set would overstate the result, so each candidate is distilled on part of
+/// the training set and scored on the rest, and the full run then starts from the winner.
+struct InitSearchOptions {
+  std::vector<std::vector<int64_t>> candidates;  ///< each an init_layers list; empty = no search
+  double held_out = 0.1;                         ///< share of the training examples scored on
+
+  InitSearchOptions& with_candidates(std::vector<std::vector<int64_t>> v) { candidates = std::move(v); return *this; }
+  InitSearchOptions& with_held_out(double v) { held_out = v; return *this; }
+  /// Throws naming the option when a candidate does not fit the student and teacher depths.
+  void validate(const StudentOptions& s, int64_t teacher_layers) const;
+};
+
+struct InitSearchResult {
+  std::vector<int64_t> chosen;  ///< the candidate with the best held-out score (the first of equals)
+  std::vector<double> scores;   ///< held-out main metric per candidate, in the given order
+};
+
+/// For each candidate: a student from `s` with init_layers = candidate, distilled with `o` on
+/// `fit` (no state saving), scored with the task's main metric on `held` against `held_gold`.
+/// The teacher's logits over `fit` are computed once when `o` reads them from a cache.
+InitSearchResult search_init_layers(nn::BertClassifier& teacher, const StudentOptions& s,
+                                    const InitSearchOptions& search, const train::EncodedDataset& fit,
+                                    const train::EncodedDataset& held, const data::Dataset& held_gold,
+                                    const DistillOptions& o);
+
 /// Initialises a student's word embeddings for its own vocabulary from the teacher's: a token the
 /// teacher also has takes its row; any other takes the mean of the rows of the teacher pieces its
 /// text splits into ("##x" pieces: of the teacher's "##" pieces of x). Widths must agree.

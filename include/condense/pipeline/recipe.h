@@ -5,6 +5,7 @@
 /// ```yaml
 /// task: sst2                      # optional
 /// student: {layers: 3, init: teacher, init_layers: [0, 2, 4]}   # or hidden_size, num_attention_heads, intermediate_size, vocab
+///          # or init_search: {candidates: [[0, 2, 4], [1, 3, 5]], held_out: 0.1} (distill::InitSearchOptions)
 /// distill: {loss: kl, temperature: 2.0, alpha: 0.5, prediction_weight: 1.0,
 ///           layer_losses: [{loss: hidden_mse, weight: 1.0}, {loss: attention_mse, weight: 1.0}],
 ///           layer_map: {strategy: skip, every: 2, exclude_last: true}, shared_projection: true}
@@ -56,6 +57,8 @@ struct Recipe {
   /// student.vocab: the student's own vocabulary, a piece count to learn from the training text or
   /// a vocab.txt (`--student-vocab` overrides; empty = the teacher's).
   std::string student_vocab;
+  /// student.init_search: choose init_layers among candidates on held-out training examples.
+  distill::InitSearchOptions init_search;
   /// DualTrain + SharedProj (distill.h); needs a student vocabulary of its own.
   std::optional<distill::DualTrainOptions> dualtrain;
   int max_length = 128;
