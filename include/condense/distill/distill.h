@@ -348,10 +348,11 @@ std::vector<int64_t> inherited_hidden_channels(nn::BertClassifier& teacher, int6
 /// Builds the student; throws naming the field when the shape or layer map is invalid.
 nn::BertClassifier make_student(nn::BertClassifier& teacher, const StudentOptions& s, uint64_t seed);
 
-/// Which teacher layers a student starts from, chosen by trying them. Which start is best depends
-/// on the task (in docs/RESULTS.md teacher layers 0, 2, 4 win on MRPC and 1, 3, 5 on SST-2), and
-/// choosing on the dev set would overstate the result, so each candidate is distilled on part of
-/// the training set and scored on the rest, and the full run then starts from the winner.
+/// Which teacher layers a student starts from, chosen by trying them. Which start scores best can
+/// depend on the task (on this project's dev sets teacher layers 0, 2, 4 win on MRPC and 1, 3, 5 on
+/// SST-2; docs/RESULTS.md), and choosing on the dev set would overstate the result, so each
+/// candidate is distilled on part of the training set and scored on the rest, and the full run then
+/// starts from the winner (the candidates' --init-layers is overridden).
 struct InitSearchOptions {
   std::vector<std::vector<int64_t>> candidates;  ///< each an init_layers list; empty = no search
   double held_out = 0.1;                         ///< share of the training examples scored on
