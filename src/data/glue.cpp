@@ -179,6 +179,15 @@ void shuffle_in_place(std::vector<T>& v, std::mt19937_64& rng) {
   }
 }
 
+/// 0..n-1 in the seeded order take_subset and split_held_out draw examples in.
+std::vector<std::size_t> seeded_order(std::size_t n, uint64_t seed) {
+  std::vector<std::size_t> order(n);
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::mt19937_64 rng(seed);
+  shuffle_in_place(order, rng);
+  return order;
+}
+
 std::string lower_ascii(std::string_view s) {
   std::string out(s);
   for (char& c : out) {
@@ -332,10 +341,7 @@ std::pair<Dataset, Dataset> split_held_out(const Dataset& d, double fraction, ui
   CONDENSE_CHECK(n >= 2, "{}: {} example(s) cannot be split into a training and a held-out part", d.source.string(), n);
   const auto held = std::clamp<std::size_t>(static_cast<std::size_t>(std::llround(fraction * static_cast<double>(n))),
                                             1, n - 1);
-  std::vector<std::size_t> order(n);
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::mt19937_64 rng(seed);
-  shuffle_in_place(order, rng);
+  const auto order = seeded_order(n, seed);
   std::vector<bool> is_held(n, false);
   for (std::size_t i = 0; i < held; ++i) is_held[order[i]] = true;
   std::pair<Dataset, Dataset> out{Dataset{d.task, d.source, {}}, Dataset{d.task, d.source, {}}};
@@ -348,10 +354,7 @@ std::pair<Dataset, Dataset> split_held_out(const Dataset& d, double fraction, ui
 Dataset take_subset(const Dataset& d, std::size_t n, uint64_t seed) {
   CONDENSE_CHECK(n > 0, "{}: subset size must be positive", d.source.string());
   if (n >= d.examples.size()) return d;
-  std::vector<std::size_t> order(d.examples.size());
-  std::iota(order.begin(), order.end(), std::size_t{0});
-  std::mt19937_64 rng(seed);
-  shuffle_in_place(order, rng);
+  const auto order = seeded_order(d.examples.size(), seed);
   Dataset out{d.task, d.source, {}};
   out.examples.reserve(n);
   for (std::size_t i = 0; i < n; ++i) out.examples.push_back(d.examples[order[i]]);

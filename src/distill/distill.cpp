@@ -589,19 +589,16 @@ InitSearchResult search_init_layers(nn::BertClassifier& teacher, const StudentOp
   torch::Tensor logits;
   if (o.cache_teacher && o.uses_soft_targets() && o.layer_losses.empty()) logits = train::predict_logits(teacher, fit);
   InitSearchResult r;
-  double best = 0;
   for (const auto& c : search.candidates) {
     StudentOptions cs = s;
     cs.init_layers = c;
     auto student = make_student(teacher, cs, o.train.seed);
     distill(student, teacher, fit, o, logits);
-    const double score = train::evaluate(student, held, held_gold).metrics.at("main");
-    if (r.scores.empty() || score > best) {
-      best = score;
-      r.chosen = c;
-    }
-    r.scores.push_back(score);
+    r.scores.push_back(train::evaluate(student, held, held_gold).metrics.at("main"));
   }
+  // max_element returns the first of equal scores.
+  const auto best = std::max_element(r.scores.begin(), r.scores.end()) - r.scores.begin();
+  r.chosen = search.candidates[static_cast<std::size_t>(best)];
   return r;
 }
 
