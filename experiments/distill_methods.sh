@@ -6,7 +6,8 @@
 # Usage: bash experiments/distill_methods.sh OUT_DIR TASK [ROWS...]
 #   TASK: mrpc (full training set) or sst2 (seeded subset of CONDENSE_SST2_LIMIT sentences, default 16000)
 #   ROWS: a subset of the row names below (default: all)
-# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_NEED_ROWS (rows whose
+# Env: CONDENSE_SEEDS (default "1 2 3"), CONDENSE_TEACHER_SEEDS (the multi-teacher rows' teachers,
+#      default "1 2 3"), CONDENSE_THREADS (default 1), CONDENSE_NEED_ROWS (rows whose
 #      model folders must exist, not only their kept results), CONDENSE_RESULTS (default experiments/results).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
@@ -22,7 +23,7 @@ case "$TASK" in
   sst2) DATA=data/glue/SST-2; LIMIT="${CONDENSE_SST2_LIMIT:-16000}"; T_EPOCHS=2; S_EPOCHS=2 ;;
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
-ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug kd-3-search
+ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug kd-3-search multi-teacher-3-aug
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
@@ -122,12 +123,17 @@ for seed in $SEEDS; do
         epochs="$S_EPOCHS"; [ "$row" = kd-slice-4x312-13ep ] && epochs=13
         run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --layers 4 --hidden 312 --heads 12 \
           --intermediate 1200 --init teacher-slice --init-layers 0,2,3,5 --epochs "$epochs" "${alpha[@]}" ;;
-      multi-teacher-3)  # the three seeds' teachers, equal weights
-        extra=""
-        for o in $SEEDS; do [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"; done
-        for o in $SEEDS; do need "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
-          --data "$DATA" --train-limit "$LIMIT" --seed "$o" --epochs "$T_EPOCHS" --lr 5e-5; done
-        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --extra-teachers "$extra" ;;
+      # The teachers of seeds 1, 2 and 3 (CONDENSE_TEACHER_SEEDS), equal weights, whichever seeds
+      # this invocation runs; -aug: over kd-3-aug's augmented transfer set, labelled by all of them.
+      multi-teacher-3 | multi-teacher-3-aug)
+        extra=""; aug=(); [ "$row" = multi-teacher-3-aug ] && aug=(--augment 4)
+        for o in ${CONDENSE_TEACHER_SEEDS:-1 2 3}; do
+          need "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
+            --data "$DATA" --train-limit "$LIMIT" --seed "$o" --epochs "$T_EPOCHS" --lr 5e-5
+          [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"
+        done
+        run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --extra-teachers "$extra" \
+          "${aug[@]}" ;;
       self-distill-6) run "$d/$row" "${s[@]}" --recipe recipes/self-distill-6layer.yaml --init "$CONDENSE_TEACHER_DIR" \
                        --epochs "$S_EPOCHS" ;;
       # The same students with the teacher's LayerNorm handed over to the kind gradually, during

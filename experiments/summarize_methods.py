@@ -31,6 +31,7 @@ ROWS = [
     ("kd-slice-4x312-13ep", "Hinton KD, inherited from the teacher, 13 epochs (as TinyBERT's two stages)"),
     ("tinybert-slice-4x312", "TinyBERT task distillation, inherited from the teacher (teacher-slice)"),
     ("multi-teacher-3", "multi-teacher KD (3 teachers, equal weights)"),
+    ("multi-teacher-3-aug", "multi-teacher KD over the augmented transfer set (3 teachers, 4 variants per example)"),
     ("self-distill-6", "self-distillation (born-again, from the pre-trained model)"),
     ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
     ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
