@@ -61,6 +61,11 @@ run() {  # run OUT_FOLDER ARGS...: skip when this row's result is kept or on dis
   keep "$out"
 }
 
+teacher() {  # teacher SEED: that seed's fine-tuned teacher (the students' and the multi-teacher rows')
+  need "$OUT/$TASK/seed$1/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" --data "$DATA" \
+    --train-limit "$LIMIT" --seed "$1" --epochs "$T_EPOCHS" --lr 5e-5
+}
+
 general() {  # general OUT_FOLDER RECIPE: a general stage from the pre-trained teacher on WikiText-2
   # (valid + test, ../shared/data/text) and the task's sentences, the start of a task stage
   local wiki="${CONDENSE_WIKITEXT:-$ROOT/../shared/data/text/wikitext-2}"
@@ -71,7 +76,7 @@ general() {  # general OUT_FOLDER RECIPE: a general stage from the pre-trained t
 for seed in $SEEDS; do
   d="$OUT/$TASK/seed$seed"
   common=(--task "$TASK" --data "$DATA" --train-limit "$LIMIT" --seed "$seed")
-  need "$d/teacher" finetune --model "$CONDENSE_TEACHER_DIR" "${common[@]}" --epochs "$T_EPOCHS" --lr 5e-5
+  teacher "$seed"
   T="$d/teacher"
   for row in $ROWS; do
     s=(distill --teacher "$T" "${common[@]}")
@@ -128,8 +133,7 @@ for seed in $SEEDS; do
       multi-teacher-3 | multi-teacher-3-aug)
         extra=""; aug=(); [ "$row" = multi-teacher-3-aug ] && aug=(--augment 4)
         for o in ${CONDENSE_TEACHER_SEEDS:-1 2 3}; do
-          need "$OUT/$TASK/seed$o/teacher" finetune --model "$CONDENSE_TEACHER_DIR" --task "$TASK" \
-            --data "$DATA" --train-limit "$LIMIT" --seed "$o" --epochs "$T_EPOCHS" --lr 5e-5
+          teacher "$o"
           [ "$o" != "$seed" ] && extra="${extra:+$extra,}$OUT/$TASK/seed$o/teacher"
         done
         run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --epochs "$S_EPOCHS" --extra-teachers "$extra" \
