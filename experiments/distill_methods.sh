@@ -27,7 +27,7 @@ ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
-  vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 teacher-bf16 kd-3-bf16"
+  vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 vocab5k-nokd-3x192 vocab5k-nokd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
 
@@ -168,10 +168,11 @@ for seed in $SEEDS; do
       # the same vocabulary, epochs and learning rate trained by prediction KD alone.
       dualtrain-3x192|dualtrain-3x96)
                      run "$d/$row" "${s[@]}" --recipe "recipes/$row.yaml" --student-vocab 5000 ;;
-      vocab5k-kd-3x192|vocab5k-kd-3x96)
-                     h="${row#vocab5k-kd-3x}"
+      # -nokd-: the same students on the labels alone (alpha 0), each narrow shape's no-KD baseline.
+      vocab5k-kd-3x192|vocab5k-kd-3x96|vocab5k-nokd-3x192|vocab5k-nokd-3x96)
+                     h="${row##*-3x}"; alpha=(); [[ "$row" == vocab5k-nokd-* ]] && alpha=(--alpha 0)
                      run "$d/$row" "${s[@]}" --recipe recipes/distil-3layer.yaml --student-vocab 5000 --hidden "$h" \
-                       --heads $((h / 32)) --intermediate $((h * 4)) --init scratch --epochs 6 --lr 2e-4 ;;
+                       --heads $((h / 32)) --intermediate $((h * 4)) --init scratch --epochs 6 --lr 2e-4 "${alpha[@]}" ;;
       # TinyBERT's two stages: general distillation from the pre-trained model on WikiText-2
       # (valid + test, from ../shared/data/text) and the task's sentences, then task distillation.
       tinybert-gd-4x312)
