@@ -26,7 +26,7 @@ esac
 ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug kd-3-search multi-teacher-3-aug
   nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
-  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd
+  bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd distilbert-gd-3
   vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 vocab5k-nokd-3x192 vocab5k-nokd-3x96 teacher-bf16 kd-3-bf16"
 ROWS="${*:-$ALL_ROWS}"
 mkdir -p "$OUT"
@@ -178,6 +178,12 @@ for seed in $SEEDS; do
       tinybert-gd-4x312)
         general "$d/gd-4x312" recipes/tinybert-4x312-general.yaml
         run "$d/$row" "${s[@]}" --recipe recipes/tinybert-4x312.yaml --init "$d/gd-4x312" ;;
+      # DistilBERT's two stages (Sanh et al. 2019): masked-LM and cosine hidden-state loss on the same
+      # general text from the pre-trained model (teacher layers 0, 2, 4), then the distilbert-3 row's
+      # task distillation from that student.
+      distilbert-gd-3)
+        general "$d/gd-distilbert-3" recipes/distilbert-3layer-general.yaml
+        run "$d/$row" "${s[@]}" --recipe recipes/distilbert-3layer.yaml --init "$d/gd-distilbert-3" --epochs "$S_EPOCHS" ;;
       # The MobileBERT-style student with its progressive transfer first run on the same general
       # text from the pre-trained teacher, then the task recipe (progressive transfer + KD) from it.
       mobilebert-gd)

@@ -45,6 +45,7 @@ ROWS = [
     ("nokd-mobilebert", "MobileBERT-style bottleneck, no KD"),
     ("mobilebert", "MobileBERT-style: progressive transfer + KD"),
     ("mobilebert-gd", "MobileBERT-style: progressive transfer on general text, then on the task + KD"),
+    ("distilbert-gd-3", "DistilBERT general (masked LM + cosine on WikiText-2 + task text) then task distillation"),
     ("vocab5k-nokd-3", "own 5k vocabulary, no KD"), ("vocab5k-kd-3", "own 5k vocabulary, Hinton KD"),
     ("vocab5k-nokd-3x192", "own 5k vocabulary, narrow, no KD (labels only)"),
     ("vocab5k-kd-3x192", "own 5k vocabulary, narrow, Hinton KD only"),
