@@ -33,7 +33,7 @@ mkdir -p "$OUT"
 
 # Every finished run's metrics.json is also kept in the repository (experiments/results/methods/
 # <task>/seed<N>/<row>.json), so that a sweep continues across machines: a row whose kept copy
-# exists is not run again. Models other runs read (the teachers, gd-4x312) are rebuilt when their
+# exists is not run again. Models other runs read (the teachers, the general stages gd-*) are rebuilt when their
 # folder is missing; with one thread and a fixed seed they come out the same.
 KEEP="${CONDENSE_RESULTS:-$ROOT/experiments/results}/methods"
 need() {  # need OUT_FOLDER ARGS...: a model folder other runs use
