@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Latency of every model shape of the distillation sweep (experiments/distill_methods.sh), for the
 # speedup columns of docs/RESULTS.md: `condense bench` at batch 1 and 32, sequence length 128, on
-# one model per row (the lowest seed that has one; latency does not depend on the seed or the task,
-# only on the shape). Run it on a quiet
-# machine: every row is measured in this one command so the ratios compare like with like.
-# Usage: bash experiments/bench_methods.sh OUT_DIR   (the sweep's OUT_DIR; writes
-# experiments/results/methods/bench/ROW.json, kept in the repository)
+# one model per shape (experiments/summarize_methods.py's shape_key: latency depends on the
+# architecture and its sizes, not on the method, seed or task, so every row of a shape shows the
+# one measurement instead of per-row noise). Run it on a quiet machine: every shape is measured in
+# this one command so the ratios compare like with like; a shape with no model on disk is left out.
+# Usage: bash experiments/bench_methods.sh OUT_DIR   (the sweep's OUT_DIR; replaces the files in
+# experiments/results/methods/bench/, one ROW.json per shape named after the row timed)
 # Env: CONDENSE_THREADS (default 2), CONDENSE_BENCH_ROUNDS (default 3).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../scripts/setup.sh"
@@ -28,18 +29,23 @@ for round in $(seq "$ROUNDS"); do
   teacher_dir=""
   torch_rows=0
   mkdir -p "$RAW/r$round"
+  # The teacher first: the self-distilled student shares its shape, and the speedups need it.
   for task in sst2 mrpc; do
-    for dir in "$OUT/$task"/seed*/*/; do
+    for dir in "$OUT"/*/seed*/teacher/ "$OUT/$task"/seed*/*/; do
       row="$(basename "$dir")"
       [ -f "$dir/metrics.json" ] || continue
-      [ -n "${seen[$row]:-}" ] && continue
-      seen[$row]=1
+      [[ "$row" == gd-* ]] && continue  # general stages: starts of rows, not rows of the table
+      key="$(python3 experiments/summarize_methods.py --shape-key "$dir/metrics.json")"
+      [ -n "${seen[$key]:-}" ] && continue
+      seen[$key]=1
       [ "$row" = teacher ] && teacher_dir="$dir"
-      echo "== round $round: $row ($task)" >&2
+      echo "== round $round: $row (${dir#$OUT/})" >&2
       if ! bench "$dir" "$RAW/r$round/$row.json"; then
-        # Shapes the inference runtime does not run (MobileBERT bottlenecks) are timed in the
-        # training-time code instead, and their speedup is taken against the teacher timed there too.
-        grep -q "not supported by the runtime" "$RAW/err" || { cat "$RAW/err" >&2; exit 1; }
+        # Shapes the inference runtime does not run (MobileBERT bottlenecks, norms other than
+        # LayerNorm) are timed in the training-time code instead, and their speedup is taken against
+        # the teacher timed there too.
+        grep -q "not supported by the runtime\|the runtime runs LayerNorm models" "$RAW/err" ||
+          { cat "$RAW/err" >&2; exit 1; }
         bench "$dir" "$RAW/r$round/$row.json" --runtime torch || { cat "$RAW/err" >&2; exit 1; }
         torch_rows=1
       fi
@@ -54,6 +60,8 @@ done
 python3 - "$RAW" "$KEEP" <<'EOF'
 import json, pathlib, sys
 raw, keep = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for f in keep.glob("*.json"):  # this command's measurements replace the last command's, whole
+    f.unlink()
 for f in sorted((raw / "r1").glob("*.json")):
     best = {}
     for r in sorted(raw.glob("r*")):

@@ -5,7 +5,9 @@ Usage: python3 experiments/summarize_methods.py [RESULTS_DIR]   (default experim
 Reads the runs' metrics kept in the repository by experiments/distill_methods.sh
 (RESULTS_DIR/<task>/seed<N>/<row>.json). Compression is the teacher's parameter count over the student's. A row appears once any seed has
 finished on either task; its seeds column says which, per task, and its accuracy is a mean once three seeds are in. Speedups (teacher latency / row latency, p50, seq 128) come
-from RESULTS_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present.
+from RESULTS_DIR/bench/ROW.json written by experiments/bench_methods.sh, when present: one file per
+model shape (shape_key), which every row of that shape shows.
+Usage (for experiments/bench_methods.sh): summarize_methods.py --shape-key METRICS_JSON
 """
 import json, pathlib, sys
 
@@ -69,14 +71,31 @@ def shape(r):
     return s + (f" (bottleneck {r['bottleneck_size']})" if r.get("bottleneck_size") else "")
 
 
-def latencies(out):
-    """row -> (runtime, {batch: p50 ms}) from the bench files. Rows the inference runtime cannot run
-    were timed in eager LibTorch, and so was the teacher once more ("teacher.torch")."""
-    lat = {}
-    for f in (out / "bench").glob("*.json"):
+def shape_key(r):
+    """What latency depends on: the architecture and its sizes, never the method, seed or task. The
+    parameter count separates shapes the other fields share (FFN width, WeightNorm's gains); the
+    fine-tuned teacher records no norm, and it is LayerNorm."""
+    return "/".join(str(v) for v in (r.get("arch", "bert"), r.get("layers"), r.get("hidden_size"),
+                                     r.get("bottleneck_size"), r.get("norm") or "layernorm",
+                                     r.get("student_vocab_size"), r["parameters"]))
+
+
+def latencies(out, tasks):
+    """shape key -> (runtime, {batch: p50 ms}) from the bench files (one per shape, named after the
+    row whose model was timed), and runtime -> the teacher's {batch: p50 ms}. Shapes the inference
+    runtime cannot run were timed in eager LibTorch, and so was the teacher once more
+    ("teacher.torch")."""
+    metrics = {row: runs[0][1] for t in tasks.values() for row, runs in t.items()}
+    by_shape, teacher = {}, {}
+    for f in sorted((out / "bench").glob("*.json")):
         runs = json.loads(f.read_text())
-        lat[f.stem] = (runs[0].get("runtime", "engine"), {b["batch"]: b["p50_ms"] for b in runs})
-    return lat
+        rt, p50 = runs[0].get("runtime", "engine"), {b["batch"]: b["p50_ms"] for b in runs}
+        row = f.stem.split(".")[0]
+        if row == "teacher":
+            teacher[rt] = p50
+        if f.stem == row and row in metrics:
+            by_shape[shape_key(metrics[row])] = (rt, p50)
+    return by_shape, teacher
 
 
 def load(out, task):
@@ -110,13 +129,12 @@ def main(out):
     """One table over both tasks, in the form of the survey's MRPC table: every row with the seeds
     it has on each task."""
     out = pathlib.Path(out)
-    lat = latencies(out)
-    teacher_lat = {rt: p50 for row, (rt, p50) in lat.items() if row.split(".")[0] == "teacher"}
+    tasks = {t: load(out, t) for t in METRICS}
+    lat, teacher_lat = latencies(out, tasks)
     if teacher_lat:
         commit = (out / "bench" / "commit").read_text().strip() if (out / "bench" / "commit").exists() else "?"
         print(f"speedups: `bash experiments/bench_methods.sh OUT` at commit {commit}, p50 at seq 128, "
-              f"batch 1 and 32, teacher latency / model latency")
-    tasks = {t: load(out, t) for t in METRICS}
+              f"batch 1 and 32, teacher latency / model latency, one measurement per model shape")
     teachers = {t: dict(runs.get("teacher", [])) for t, runs in tasks.items()}
     # (task, metric, label, whether its cell shows the share of the teacher kept: the task's first metric)
     cols = [(t, name, label, i == 0) for t, metrics in METRICS.items() for i, (name, label) in enumerate(metrics)]
@@ -140,7 +158,7 @@ def main(out):
                 params.append(f"{n / 1e6:.1f} M")
                 comp.append(f"{tp / n:.2f}x" if tp else "–")
         speed = []
-        rt, p50 = lat.get(key, ("engine", {}))
+        rt, p50 = lat.get(shape_key(found[0][1]), ("engine", {}))
         for b in (1, 32):
             t, m = teacher_lat.get(rt, {}).get(b), p50.get(b)
             speed.append(f"{t / m:.2f}x" + ("†" if rt != "engine" else "") if t and m else "–")
@@ -189,4 +207,7 @@ def precision_table(out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results/methods")
+    if sys.argv[1:2] == ["--shape-key"]:
+        print(shape_key(json.loads(pathlib.Path(sys.argv[2]).read_text())))
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else "experiments/results/methods")
