@@ -22,40 +22,42 @@ bench() {  # bench MODEL_DIR OUT_JSON [--runtime torch]
   "$BUILD/condense" bench --model "$1" --batch 1,32 --seq 128 --format json --threads "$THREADS" "${@:3}" \
     > "$2" 2> "$RAW/err"
 }
-# Every row once per round, ROUNDS rounds, and each row keeps its fastest p50 per batch: the
+# One model per shape, chosen once. The teacher first: the self-distilled student shares its
+# shape, and the speedups need it. General stages (gd-*) start rows; they are not rows of the table.
+declare -A seen=()
+models=()
+teacher_dir=""
+for dir in "$OUT"/*/seed*/teacher/ "$OUT"/sst2/seed*/*/ "$OUT"/mrpc/seed*/*/; do
+  row="$(basename "$dir")"
+  [ -f "$dir/metrics.json" ] && [[ "$row" != gd-* ]] || continue
+  key="$(python3 experiments/summarize_methods.py --shape-key "$dir/metrics.json")"
+  [ -n "${seen[$key]:-}" ] && continue
+  seen[$key]=1
+  models+=("$dir")
+  [ "$row" = teacher ] && [ -z "$teacher_dir" ] && teacher_dir="$dir"
+done
+# Every shape once per round, ROUNDS rounds, and each keeps its fastest p50 per batch: the
 # machine's speed drifts over minutes, and interleaving gives every shape the same chances.
 for round in $(seq "$ROUNDS"); do
-  declare -A seen=()
-  teacher_dir=""
   torch_rows=0
   mkdir -p "$RAW/r$round"
-  # The teacher first: the self-distilled student shares its shape, and the speedups need it.
-  for task in sst2 mrpc; do
-    for dir in "$OUT"/*/seed*/teacher/ "$OUT/$task"/seed*/*/; do
-      row="$(basename "$dir")"
-      [ -f "$dir/metrics.json" ] || continue
-      [[ "$row" == gd-* ]] && continue  # general stages: starts of rows, not rows of the table
-      key="$(python3 experiments/summarize_methods.py --shape-key "$dir/metrics.json")"
-      [ -n "${seen[$key]:-}" ] && continue
-      seen[$key]=1
-      [ "$row" = teacher ] && teacher_dir="$dir"
-      echo "== round $round: $row (${dir#$OUT/})" >&2
-      if ! bench "$dir" "$RAW/r$round/$row.json"; then
-        # Shapes the inference runtime does not run (MobileBERT bottlenecks, norms other than
-        # LayerNorm, the BiLSTM and TextCNN) are timed in the training-time code instead, and their speedup is taken against
-        # the teacher timed there too.
-        grep -q "not supported by the runtime\|the runtime runs LayerNorm models" "$RAW/err" ||
-          { cat "$RAW/err" >&2; exit 1; }
-        bench "$dir" "$RAW/r$round/$row.json" --runtime torch || { cat "$RAW/err" >&2; exit 1; }
-        torch_rows=1
-      fi
-    done
+  for dir in "${models[@]}"; do
+    row="$(basename "$dir")"
+    echo "== round $round: $row (${dir#$OUT/})" >&2
+    if ! bench "$dir" "$RAW/r$round/$row.json"; then
+      # Shapes the inference runtime does not run (MobileBERT bottlenecks, norms other than
+      # LayerNorm, the BiLSTM and TextCNN) are timed in the training-time code instead, and their
+      # speedup is taken against the teacher timed there too.
+      grep -q "not supported by the runtime\|the runtime runs LayerNorm models" "$RAW/err" ||
+        { cat "$RAW/err" >&2; exit 1; }
+      bench "$dir" "$RAW/r$round/$row.json" --runtime torch || { cat "$RAW/err" >&2; exit 1; }
+      torch_rows=1
+    fi
   done
   if [ "$torch_rows" = 1 ]; then
     echo "== round $round: teacher (eager LibTorch)" >&2
     bench "$teacher_dir" "$RAW/r$round/teacher.torch.json" --runtime torch || { cat "$RAW/err" >&2; exit 1; }
   fi
-  unset seen
 done
 python3 - "$RAW" "$KEEP" <<'EOF'
 import json, pathlib, sys
