@@ -24,7 +24,7 @@ case "$TASK" in
   *) echo "distill_methods.sh: TASK must be mrpc or sst2, not '$TASK'" >&2; exit 2 ;;
 esac
 ALL_ROWS="nokd-3 kd-3 kd-3-e3 distilbert-3 pkd-skip-3 pkd-last-3 nokd-4 kd-4 pkd-skip-4 pkd-last-4 nokd-4x312 tinybert-4x312 tinybert-3 kd-3-135 tinybert-3-135 kd-3-025 kd-3-aug kd-3-search multi-teacher-3-aug
-  nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
+  nokd-slice-4x312 kd-slice-4x312 kd-slice-4x312-13ep tinybert-slice-4x312 multi-teacher-3 self-distill-6 tinybert-6 norm-batchnorm-3 norm-nonorm-3 norm-weightnorm-3 norm-cosinenorm-3
   norm-batchnorm-fade-3 norm-nonorm-fade-3 norm-weightnorm-fade-3 norm-cosinenorm-fade-3
   bilstm-nokd bilstm-kd cnn-nokd cnn-kd nokd-mobilebert mobilebert tinybert-4x312-aug tinybert-4x312-aug-eq tinybert-gd-4x312 mobilebert-gd distilbert-gd-3
   vocab5k-nokd-3 vocab5k-kd-3 dualtrain-3x192 dualtrain-3x96 vocab5k-kd-3x192 vocab5k-kd-3x96 vocab5k-nokd-3x192 vocab5k-nokd-3x96 teacher-bf16 kd-3-bf16"
@@ -140,6 +140,8 @@ for seed in $SEEDS; do
           "${aug[@]}" ;;
       self-distill-6) run "$d/$row" "${s[@]}" --recipe recipes/self-distill-6layer.yaml --init "$CONDENSE_TEACHER_DIR" \
                        --epochs "$S_EPOCHS" ;;
+      # TinyBERT's two task stages on the teacher's own shape, from the pre-trained checkpoint.
+      tinybert-6)    run "$d/$row" "${s[@]}" --recipe recipes/tinybert-6x384.yaml --init "$CONDENSE_TEACHER_DIR" ;;
       # The same students with the teacher's LayerNorm handed over to the kind gradually, during
       # the first half of the steps (--norm-fade), instead of swapped at the first step.
       norm-*-fade-3) n="${row#norm-}"; n="${n%-fade-3}"

@@ -35,6 +35,7 @@ ROWS = [
     ("multi-teacher-3", "multi-teacher KD (3 teachers, equal weights)"),
     ("multi-teacher-3-aug", "multi-teacher KD over the augmented transfer set (3 teachers, 4 variants per example)"),
     ("self-distill-6", "self-distillation (born-again, from the pre-trained model)"),
+    ("tinybert-6", "TinyBERT task distillation, the teacher's shape (from the pre-trained model)"),
     ("norm-batchnorm-3", "Hinton KD, BatchNorm"), ("norm-nonorm-3", "Hinton KD, NoNorm"),
     ("norm-weightnorm-3", "Hinton KD, WeightNorm + NoNorm"), ("norm-cosinenorm-3", "Hinton KD, CosineNorm + NoNorm"),
     ("norm-batchnorm-fade-3", "Hinton KD, BatchNorm, LayerNorm handed over during the first half"),
