@@ -398,7 +398,8 @@ Engine Engine::from_model(nn::BertClassifier& model, const quantize::QuantizedMo
                           const std::string& source) {
   torch::NoGradGuard guard;
   const auto& c = model->config();
-  CONDENSE_CHECK(c.norm == nn::NormKind::LayerNorm, "{}: norm '{}' is not supported by the runtime (it runs LayerNorm models)", source,
+  CONDENSE_CHECK(c.norm == nn::NormKind::LayerNorm,
+                 "{}: norm '{}' is not supported by the runtime (it runs LayerNorm models)", source,
                  nn::to_string(c.norm));
   CONDENSE_CHECK(c.bottleneck_size == 0, "{}: MobileBERT bottleneck layers are not supported by the runtime", source);
   CONDENSE_CHECK(c.num_ffn == 1, "{}: stacked FFNs (num_ffn {}) are not supported by the runtime", source, c.num_ffn);
