@@ -48,8 +48,7 @@ for round in $(seq "$ROUNDS"); do
       # Shapes the inference runtime does not run (MobileBERT bottlenecks, norms other than
       # LayerNorm, the BiLSTM and TextCNN) are timed in the training-time code instead, and their
       # speedup is taken against the teacher timed there too.
-      grep -q "not supported by the runtime" "$RAW/err" ||
-        { cat "$RAW/err" >&2; exit 1; }
+      grep -q "not supported by the runtime" "$RAW/err" || { cat "$RAW/err" >&2; exit 1; }
       bench "$dir" "$RAW/r$round/$row.json" --runtime torch || { cat "$RAW/err" >&2; exit 1; }
       torch_rows=1
     fi
