@@ -86,7 +86,7 @@ def latencies(out, tasks):
     row whose model was timed), and runtime -> the teacher's {batch: p50 ms}. Shapes the inference
     runtime cannot run were timed in eager LibTorch, and so was the teacher once more
     ("teacher.torch")."""
-    metrics = {row: runs[0][1] for t in tasks.values() for row, runs in t.items()}
+    metrics = {(t, row): runs[0][1] for t, rows in tasks.items() for row, runs in rows.items()}
     by_shape, teacher = {}, {}
     for f in sorted((out / "bench").glob("*.json")):
         runs = json.loads(f.read_text())
@@ -94,8 +94,15 @@ def latencies(out, tasks):
         row = f.stem.split(".")[0]
         if row == "teacher":
             teacher[rt] = p50
-        if f.stem == row and row in metrics:
-            by_shape[shape_key(metrics[row])] = (rt, p50)
+        if f.stem != row:
+            continue
+        # The shape is that of the model timed (OUT/<task>/seed<N>/<row>/): a row's shape can differ
+        # between tasks (the BiLSTM and TextCNN join a pair's two encodings in a wider head).
+        parts = pathlib.Path(runs[0].get("model", "")).parts
+        r = metrics.get((parts[-3] if len(parts) >= 3 else "", row))
+        r = r or next((m for (_, k), m in metrics.items() if k == row), None)
+        if r:
+            by_shape[shape_key(r)] = (rt, p50)
     return by_shape, teacher
 
 
@@ -169,7 +176,7 @@ def main(out):
         print(f"| {label} | {shape(found[0][1])} | {' / '.join(params)} | {' / '.join(comp)} | {speed[0]} | "
               f"{speed[1]} | " + " | ".join(cells) + f" | {seeds_used} |")
     print(f"\nIn parentheses: the share of the same seed's teacher kept (SST-2 accuracy, MRPC F1), averaged over "
-          f"the seeds. †: timed in eager LibTorch, against the teacher timed there, because the inference runtime does not run this shape. Two values of parameters or compression: SST-2 / MRPC, where they differ. ‡N: on N of the "
+          f"the seeds. †: timed in eager LibTorch, against the teacher timed there, because the inference runtime does not run this shape. Two values of parameters or compression: SST-2 / MRPC, where they differ (the BiLSTM and TextCNN encode a pair's two sentences one after the other and join them in a wider head; their speedups are the single-sentence model's). ‡N: on N of the "
           f"seeds the model gave every MRPC dev pair the same answer (F1 81.22 when that answer is \"paraphrase\", "
           f"the F1 of the majority class; 0 when it is \"no\").\n")
     print(f"commit(s): {', '.join(sorted(commits))}")
