@@ -98,10 +98,8 @@ def latencies(out, tasks):
             continue
         # The shape is that of the model timed (OUT/<task>/seed<N>/<row>/): a row's shape can differ
         # between tasks (the BiLSTM and TextCNN join a pair's two encodings in a wider head).
-        parts = pathlib.Path(runs[0].get("model", "")).parts
-        r = metrics.get((parts[-3] if len(parts) >= 3 else "", row))
-        r = r or next((m for (_, k), m in metrics.items() if k == row), None)
-        if r:
+        task = pathlib.Path(runs[0]["model"]).parts[-3]
+        if r := metrics.get((task, row)):
             by_shape[shape_key(r)] = (rt, p50)
     return by_shape, teacher
 
